@@ -1,0 +1,42 @@
+"""Validation and per-latent-frame grouping of action inputs.
+
+Users give actions per video frame. The Wan VAE folds `temporal_ratio` (4) video frames into one latent
+frame, so each latent frame of a generated chunk gets one action vector built from its 4 frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from .config import AstraConfig
+
+
+def validate_actions(actions: Mapping[str, torch.Tensor], config: AstraConfig, num_latent_frames: int) -> None:
+    """Raise ValueError for unknown modalities, wrong shapes or non-finite values.
+
+    Each value must be `[B, num_latent_frames * temporal_ratio, dim]`.
+    """
+    expected_frames = num_latent_frames * config.temporal_ratio
+    for name, value in actions.items():
+        if name not in config.modalities:
+            raise ValueError(f"unknown action modality {name!r}; this model knows {sorted(config.modalities)}")
+        dim = config.modalities[name]
+        if value.ndim != 3 or value.shape[1] != expected_frames or value.shape[2] != dim:
+            raise ValueError(
+                f"actions[{name!r}] must be [batch, {expected_frames}, {dim}] "
+                f"({num_latent_frames} latent frames x {config.temporal_ratio} video frames), got {list(value.shape)}"
+            )
+        if not torch.isfinite(value).all():
+            bad = (~torch.isfinite(value)).nonzero()[0].tolist()
+            raise ValueError(f"actions[{name!r}] contains NaN or infinite values (first at index {bad})")
+
+
+def group_per_latent_frame(value: torch.Tensor, config: AstraConfig) -> torch.Tensor:
+    """`[B, F * ratio, D]` video-frame actions -> `[B, F, ratio * D]` (stack) or `[B, F, D]` (mean)."""
+    b, n, d = value.shape
+    grouped = value.reshape(b, n // config.temporal_ratio, config.temporal_ratio, d)
+    if config.action_grouping == "mean":
+        return grouped.mean(dim=2)
+    return grouped.flatten(2)

@@ -1,0 +1,286 @@
+"""Typed configuration for the Astra world model.
+
+`AstraConfig` holds everything needed to rebuild a model: the frozen Wan backbone's diffusers config,
+the VAE config, the action modalities, MoAE, the history layout, noise augmentation, the attention
+mode and the sampler defaults. It round-trips through JSON (`to_dict` / `from_dict`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Routing = Literal["learned", "modality"]
+AttentionMode = Literal["full", "block_causal"]
+ActionGrouping = Literal["stack", "mean"]
+
+
+@dataclass
+class MoAEConfig:
+    """Mixture of Action Experts.
+
+    Args:
+        unified_dim: width of the shared action space every modality is projected into (25 in the release).
+        num_experts: experts per transformer block.
+        top_k: experts mixed per latent frame when `routing="learned"`.
+        routing: `"learned"` is the paper's router with a load-balancing loss; `"modality"` is the
+            released code's fixed routing, one expert per modality.
+        load_balance_weight: weight of the Switch-style load-balancing loss (learned routing only).
+        modality_experts: expert index per modality for `"modality"` routing; default: declaration order.
+    """
+
+    unified_dim: int = 25
+    num_experts: int = 3
+    top_k: int = 1
+    routing: Routing = "learned"
+    load_balance_weight: float = 0.01
+    modality_experts: dict[str, int] | None = None
+
+
+@dataclass
+class HistoryConfig:
+    """FramePack-style multi-scale history slots, counted in latent frames.
+
+    The packed history is `[first frame | slots_4x @ 4x | slots_2x @ 2x | slots_1x @ 1x]`; Astra uses
+    1 + 16 + 2 + 1 = 20 latent frames. Older frames are dropped, so memory is bounded.
+    """
+
+    first_frame: bool = True
+    slots_4x: int = 16
+    slots_2x: int = 2
+    slots_1x: int = 1
+
+    @property
+    def capacity(self) -> int:
+        """Most latent frames the memory ever holds."""
+        return int(self.first_frame) + self.slots_4x + self.slots_2x + self.slots_1x
+
+
+@dataclass
+class NoiseAugConfig:
+    """Noise augmentation of the 1x history latents during training (not given to the model)."""
+
+    prob: float = 0.8
+    sigma_min: float = 0.63
+    sigma_max: float = 1.0
+
+
+@dataclass
+class SamplerConfig:
+    """Flow-matching Euler sampling defaults."""
+
+    steps: int = 50
+    shift: float = 5.0
+    guidance_scale: float = 2.0
+
+
+def _tiny_backbone() -> dict[str, Any]:
+    return {
+        "patch_size": [1, 2, 2],
+        "num_attention_heads": 2,
+        "attention_head_dim": 32,
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": 32,
+        "freq_dim": 64,
+        "ffn_dim": 128,
+        "num_layers": 2,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "eps": 1e-6,
+    }
+
+
+def _tiny_vae() -> dict[str, Any]:
+    return {
+        "base_dim": 8,
+        "z_dim": 16,
+        "dim_mult": [1, 2, 2, 2],
+        "num_res_blocks": 1,
+        "attn_scales": [],
+        "temperal_downsample": [False, True, True],
+        "latents_mean": [0.0] * 16,
+        "latents_std": [1.0] * 16,
+    }
+
+
+def _wan13b_backbone() -> dict[str, Any]:
+    return {
+        "patch_size": [1, 2, 2],
+        "num_attention_heads": 12,
+        "attention_head_dim": 128,
+        "in_channels": 16,
+        "out_channels": 16,
+        "text_dim": 4096,
+        "freq_dim": 256,
+        "ffn_dim": 8960,
+        "num_layers": 30,
+        "cross_attn_norm": True,
+        "qk_norm": "rms_norm_across_heads",
+        "eps": 1e-6,
+    }
+
+
+def _wan_vae() -> dict[str, Any]:
+    # The AutoencoderKLWan defaults are the Wan 2.1 VAE; an empty dict keeps them.
+    return {}
+
+
+@dataclass
+class AstraConfig:
+    """Everything that defines an Astra world model.
+
+    Args:
+        backbone: `WanTransformer3DModel` config (diffusers keyword arguments).
+        vae: `AutoencoderKLWan` config (diffusers keyword arguments).
+        modalities: action modality name -> per-video-frame dimension, e.g. `{"twist": 6}`.
+        action_grouping: how the per-video-frame actions of one latent frame become one vector:
+            `"stack"` concatenates them (keeps their order), `"mean"` averages them (the release's
+            one-pose-per-latent-frame format).
+        moae: Mixture of Action Experts settings.
+        history: multi-scale history layout.
+        chunk_latent_frames: latent frames generated per autoregressive step (8 in Astra).
+        noise_aug: training-time noise augmentation of the history.
+        action_dropout: probability of dropping all actions of a sample in training (for AFG).
+        attention: `"full"` attends across [history | chunk] as Astra does; `"block_causal"` keeps the
+            history clean (timestep 0) and blind to the chunk, so its keys/values can be cached.
+        sampler: sampling defaults.
+        text_len: length of the default text context used when no text embedding is given.
+    """
+
+    backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
+    vae: dict[str, Any] = field(default_factory=_tiny_vae)
+    modalities: dict[str, int] = field(default_factory=lambda: {"twist": 6})
+    action_grouping: ActionGrouping = "stack"
+    moae: MoAEConfig = field(default_factory=MoAEConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    chunk_latent_frames: int = 8
+    noise_aug: NoiseAugConfig = field(default_factory=NoiseAugConfig)
+    action_dropout: float = 0.05
+    attention: AttentionMode = "full"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    text_len: int = 1
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # -- derived quantities ------------------------------------------------------------------------
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.get("z_dim", 16))
+
+    @property
+    def temporal_ratio(self) -> int:
+        """Video frames per latent frame (after the first): 2 ** (number of temporal downsamples)."""
+        return 2 ** sum(bool(d) for d in self.vae.get("temperal_downsample", [False, True, True]))
+
+    @property
+    def spatial_ratio(self) -> int:
+        return 2 ** (len(self.vae.get("dim_mult", [1, 2, 4, 4])) - 1)
+
+    @property
+    def frames_per_chunk(self) -> int:
+        """Video frames produced by one autoregressive step."""
+        return self.chunk_latent_frames * self.temporal_ratio
+
+    @property
+    def dim(self) -> int:
+        return int(self.backbone["num_attention_heads"] * self.backbone["attention_head_dim"])
+
+    def action_input_dim(self, modality: str) -> int:
+        """Input width of a modality's encoder: grouped action plus the history flag."""
+        per_frame = self.modalities[modality]
+        grouped = per_frame * self.temporal_ratio if self.action_grouping == "stack" else per_frame
+        return grouped + 1
+
+    def expert_of(self, modality: str) -> int:
+        if self.moae.modality_experts is not None:
+            return self.moae.modality_experts[modality]
+        return list(self.modalities).index(modality) % self.moae.num_experts
+
+    # -- validation --------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ValueError naming the first inconsistent field."""
+        checks = [
+            (self.attention in ("full", "block_causal"), f"attention must be 'full' or 'block_causal', got {self.attention!r}"),
+            (self.action_grouping in ("stack", "mean"), f"action_grouping must be 'stack' or 'mean', got {self.action_grouping!r}"),
+            (self.moae.routing in ("learned", "modality"), f"moae.routing must be 'learned' or 'modality', got {self.moae.routing!r}"),
+            (self.moae.num_experts >= 1, "moae.num_experts must be >= 1"),
+            (1 <= self.moae.top_k <= self.moae.num_experts, "moae.top_k must be in [1, num_experts]"),
+            (self.chunk_latent_frames >= 1, "chunk_latent_frames must be >= 1"),
+            (0.0 <= self.noise_aug.prob <= 1.0, "noise_aug.prob must be in [0, 1]"),
+            (0.0 <= self.noise_aug.sigma_min <= self.noise_aug.sigma_max <= 1.0, "noise_aug sigmas must satisfy 0 <= min <= max <= 1"),
+            (0.0 <= self.action_dropout <= 1.0, "action_dropout must be in [0, 1]"),
+            (self.sampler.steps >= 1, "sampler.steps must be >= 1"),
+            (self.sampler.shift > 0, "sampler.shift must be > 0"),
+            (self.text_len >= 1, "text_len must be >= 1"),
+            (len(self.modalities) >= 1, "at least one action modality is required"),
+            (all(int(d) >= 1 for d in self.modalities.values()), f"modality dimensions must be >= 1: {self.modalities}"),
+            (list(self.backbone.get("patch_size", [1, 2, 2])) == [1, 2, 2], "the history embedders assume the Wan patch size (1, 2, 2)"),
+            (int(self.backbone.get("in_channels", 16)) == self.latent_channels, "backbone in_channels must equal vae z_dim"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"AstraConfig: {message}")
+        if self.moae.modality_experts is not None:
+            missing = set(self.modalities) - set(self.moae.modality_experts)
+            if missing:
+                raise ValueError(f"AstraConfig: moae.modality_experts lacks {sorted(missing)}")
+
+    # -- serialisation -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AstraConfig:
+        data = copy.deepcopy(data)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"AstraConfig: unknown fields {sorted(unknown)}")
+        nested = {"moae": MoAEConfig, "history": HistoryConfig, "noise_aug": NoiseAugConfig, "sampler": SamplerConfig}
+        for name, sub in nested.items():
+            if name in data:
+                data[name] = sub(**data[name])
+        return cls(**data)
+
+    def replace(self, **overrides: Any) -> AstraConfig:
+        """A copy with some fields replaced; nested configs may be given as dicts of their fields."""
+        data = self.to_dict()
+        for key, value in overrides.items():
+            if key in data and isinstance(data[key], dict) and isinstance(value, dict) and key not in ("modalities",):
+                data[key] = {**data[key], **value}
+            else:
+                data[key] = value
+        return AstraConfig.from_dict(data)
+
+    @classmethod
+    def preset(cls, name: str) -> AstraConfig:
+        """Named configurations: `"wan2.1-t2v-1.3b"` (the paper's model) and `"tiny"` (tests, CPU demos)."""
+        if name == "wan2.1-t2v-1.3b":
+            return cls(
+                backbone=_wan13b_backbone(),
+                vae=_wan_vae(),
+                modalities={"camera_pose": 7, "twist": 6, "joints": 7},
+                moae=MoAEConfig(unified_dim=25, num_experts=3, top_k=1, routing="learned"),
+                history=HistoryConfig(),
+                chunk_latent_frames=8,
+                noise_aug=NoiseAugConfig(prob=0.8, sigma_min=0.63, sigma_max=1.0),
+                sampler=SamplerConfig(steps=50, shift=5.0, guidance_scale=2.0),
+                text_len=512,
+            )
+        if name == "tiny":
+            return cls(
+                backbone=_tiny_backbone(),
+                vae=_tiny_vae(),
+                modalities={"twist": 6, "joints": 4, "camera_pose": 7},
+                moae=MoAEConfig(unified_dim=16, num_experts=3, top_k=1, routing="learned"),
+                history=HistoryConfig(first_frame=True, slots_4x=4, slots_2x=2, slots_1x=1),
+                chunk_latent_frames=2,
+                noise_aug=NoiseAugConfig(prob=0.8, sigma_min=0.1, sigma_max=0.5),
+                sampler=SamplerConfig(steps=8, shift=3.0, guidance_scale=2.0),
+                text_len=1,
+            )
+        raise ValueError(f"unknown preset {name!r}; choose 'wan2.1-t2v-1.3b' or 'tiny'")

@@ -1,0 +1,271 @@
+"""`AstraWorldModel`: Astra's action-conditioned denoiser on a frozen diffusers Wan-2.1 backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+from torch import nn
+
+from .actions import group_per_latent_frame, validate_actions
+from .blocks import LayerKV, Stream, astra_block
+from .config import AstraConfig
+from .history import History, HistoryEmbedder
+from .moae import MixtureOfActionExperts, Routed
+from .rope import grid_positions, rotary_embedding
+
+if TYPE_CHECKING:
+    from .rollout import RolloutSession
+
+# Parameter name patterns of the backbone that Astra trains; the rest of the backbone stays frozen.
+TRAINABLE_BACKBONE = ("attn1.",)
+
+
+@dataclass
+class AstraOutput:
+    """Result of `AstraWorldModel.forward`.
+
+    Attributes:
+        velocity: `[B, C, F, h, w]` predicted flow-matching velocity (noise - x0).
+        load_balance_loss: scalar MoAE router loss (0 without learned routing or actions).
+    """
+
+    velocity: torch.Tensor
+    load_balance_loss: torch.Tensor
+
+
+class KVCache:
+    """History keys/values per block, valid while the history, actions and text stay the same
+    (one chunk's denoising loop). Only for `block_causal` attention."""
+
+    def __init__(self) -> None:
+        self.layers: list[LayerKV] | None = None
+
+
+class AstraWorldModel(nn.Module):
+    """Astra world model.
+
+    Submodules:
+        backbone: diffusers `WanTransformer3DModel`; only its self-attention (`attn1`) is trainable.
+        vae: diffusers `AutoencoderKLWan`, frozen.
+        adapters: one ACT-Adapter `Linear(dim, dim)` per block after self-attention, identity at start.
+        history_embedder: patch embedders for the 1x / 2x / 4x history slots.
+        moae: Mixture of Action Experts.
+    """
+
+    def __init__(
+        self,
+        config: AstraConfig,
+        backbone: WanTransformer3DModel | None = None,
+        vae: AutoencoderKLWan | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone if backbone is not None else WanTransformer3DModel(**config.backbone)
+        self.vae = vae if vae is not None else AutoencoderKLWan(**config.vae)
+        dim, blocks = config.dim, len(self.backbone.blocks)
+        self.adapters = nn.ModuleList(nn.Linear(dim, dim) for _ in range(blocks))
+        self.history_embedder = HistoryEmbedder(config.latent_channels, dim)
+        self.moae = MixtureOfActionExperts(config, blocks)
+        # Text context used when the caller gives none (a world model is usually driven without prompts).
+        self.register_buffer("default_text_embeds", torch.zeros(config.text_len, config.backbone["text_dim"]))
+        self.reset_adapters()
+        self.history_embedder.init_from_patch_embedding(self.backbone.patch_embedding)
+        self.set_trainable()
+
+    # -- construction ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reset_adapters(self) -> None:
+        """ACT-Adapters to identity (weight I, bias 0): the model then reproduces its backbone."""
+        for adapter in self.adapters:
+            adapter.weight.copy_(torch.eye(adapter.weight.shape[0]))
+            adapter.bias.zero_()
+
+    def set_trainable(self) -> None:
+        """Astra's split: self-attention, ACT-Adapters, history embedders and MoAE train; cross-attention,
+        FFN, modulation, patch embedding, head and VAE stay frozen."""
+        for name, param in self.backbone.named_parameters():
+            param.requires_grad_(any(p in name for p in TRAINABLE_BACKBONE))
+        self.vae.requires_grad_(False)
+        for module in (self.adapters, self.history_embedder, self.moae):
+            module.requires_grad_(True)
+
+    @classmethod
+    def from_wan(cls, path: str | Path, **overrides: Any) -> AstraWorldModel:
+        """Wrap a diffusers-format Wan 2.1 folder (`transformer/` and `vae/` subfolders).
+
+        `overrides` replace `AstraConfig` fields of the `wan2.1-t2v-1.3b` preset (e.g. `modalities`).
+        """
+        root = Path(path)
+        for sub in ("transformer", "vae"):
+            if not (root / sub / "config.json").is_file():
+                raise FileNotFoundError(f"{root / sub / 'config.json'} not found: expected a diffusers Wan folder")
+        backbone = WanTransformer3DModel.from_pretrained(root / "transformer")
+        vae = AutoencoderKLWan.from_pretrained(root / "vae")
+        config = AstraConfig.preset("wan2.1-t2v-1.3b").replace(
+            backbone=_plain_config(backbone.config), vae=_plain_config(vae.config), **overrides
+        )
+        return cls(config, backbone=backbone, vae=vae)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        from .checkpoint import save_model
+
+        save_model(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> AstraWorldModel:
+        from .checkpoint import load_model
+
+        return load_model(directory, device=device)
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    @property
+    def device(self) -> torch.device:
+        return self.default_text_embeds.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.patch_embedding.weight.dtype
+
+    # -- denoiser ----------------------------------------------------------------------------------
+    def predict_velocity(
+        self,
+        noisy_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        actions: Mapping[str, torch.Tensor] | None = None,
+        history: History | torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Flow-matching velocity `[B, C, F, h, w]` for `noisy_latents` `[B, C, F, h, w]` at `timestep` `[B]`
+        (0..1000, sigma * 1000). `actions` maps modality -> `[B, F * temporal_ratio, D]` per video frame.
+        `history` is a `History` or `[B, C, T, h, w]` clean latents of frames 0..T-1."""
+        return self(noisy_latents, timestep, actions, history, text_embeds).velocity
+
+    def forward(
+        self,
+        noisy_latents: torch.Tensor,
+        timestep: torch.Tensor,
+        actions: Mapping[str, torch.Tensor] | None = None,
+        history: History | torch.Tensor | None = None,
+        text_embeds: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> AstraOutput:
+        """Denoiser forward pass; see `predict_velocity`.
+
+        Args:
+            action_mask: `[B]` bool, False drops that sample's actions (action-free branch of AFG and
+                action dropout in training).
+            kv_cache: reuse history keys/values across calls with the same history (block_causal only).
+        """
+        b, _, f, h, w = noisy_latents.shape
+        if h % 2 or w % 2:
+            raise ValueError(f"latent height and width must be even (Wan patch 1x2x2), got {h}x{w}")
+        if isinstance(history, torch.Tensor):
+            history = History.from_latents(history)
+        if kv_cache is not None and self.config.attention != "block_causal":
+            raise ValueError("a KV cache needs attention='block_causal'; 'full' attention re-reads the history")
+        block_causal = self.config.attention == "block_causal"
+
+        # Conditions: timestep modulation per stream, text context.
+        text = self._text_context(text_embeds, b)
+        temb, t_mod, context = self._conditions(timestep, text)
+        first_index = history.next_index if history is not None else 0
+        chunk_pos = grid_positions(torch.arange(first_index, first_index + f), h // 2, w // 2)
+        head_dim = self.config.backbone["attention_head_dim"]
+        chunk_x = self.backbone.patch_embedding(noisy_latents).flatten(2).transpose(1, 2)
+        tokens_per_frame = chunk_x.shape[1] // f
+
+        # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block.
+        routed, lb_loss = self._route_actions(actions, f, b, action_mask, noisy_latents)
+
+        hist_stream = None
+        use_cache = kv_cache is not None and kv_cache.layers is not None
+        if history is not None and not use_cache:
+            hist_x, hist_pos = self.history_embedder(history, self.config.history)
+            h_mod = self._conditions(torch.zeros_like(timestep), text)[1] if block_causal else t_mod
+            hist_stream = Stream(hist_x.to(chunk_x.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), chunk_x))
+        chunk_stream = Stream(chunk_x, t_mod, None, _to(rotary_embedding(chunk_pos, head_dim), chunk_x))
+
+        # Blocks.
+        new_cache = []
+        for i, (block, adapter) in enumerate(zip(self.backbone.blocks, self.adapters, strict=True)):
+            if routed is not None:
+                chunk_stream.action = self._frame_embedding(i, routed[0], tokens_per_frame)
+                if hist_stream is not None:
+                    hist_stream.action = self.moae.block_embedding(i, routed[1])
+            cached = kv_cache.layers[i] if use_cache else None
+            chunk_stream.x, hist_x, kv = astra_block(block, adapter, chunk_stream, hist_stream, context, block_causal, cached)
+            if hist_stream is not None:
+                hist_stream.x = hist_x
+            new_cache.append(kv)
+        if kv_cache is not None and not use_cache and history is not None:
+            kv_cache.layers = new_cache
+
+        # Head, on chunk tokens only.
+        return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss)
+
+    # -- forward helpers ---------------------------------------------------------------------------
+    def _text_context(self, text_embeds: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if text_embeds is None:
+            return self.default_text_embeds.unsqueeze(0).expand(batch, -1, -1)
+        if text_embeds.ndim != 3 or text_embeds.shape[-1] != self.config.backbone["text_dim"]:
+            raise ValueError(f"text_embeds must be [B, L, {self.config.backbone['text_dim']}], got {list(text_embeds.shape)}")
+        return text_embeds
+
+    def _conditions(self, timestep: torch.Tensor, text: torch.Tensor):
+        temb, proj, context, _ = self.backbone.condition_embedder(timestep, text.to(self.dtype), None)
+        return temb, proj.unflatten(1, (6, -1)), context
+
+    def _route_actions(self, actions, frames: int, batch: int, action_mask, like: torch.Tensor) -> tuple[tuple[list[Routed], list[Routed]] | None, torch.Tensor]:
+        zero = like.new_zeros(())
+        if not actions:
+            return None, zero
+        validate_actions(actions, self.config, frames)
+        grouped = {k: group_per_latent_frame(v.to(like.dtype), self.config) for k, v in actions.items()}
+        keep = None if action_mask is None else action_mask.to(like.dtype).view(batch, 1, 1)
+        chunk_routed, lb_loss = self.moae.route(self.moae.encode(grouped, history_flag=0.0))
+        flag_only = {k: torch.zeros_like(v[:, :1]) for k, v in grouped.items()}
+        hist_routed, _ = self.moae.route(self.moae.encode(flag_only, history_flag=1.0))
+        if keep is not None:
+            # Dropped samples get no action embedding at all: the action-free model is the plain backbone path.
+            for item in (*chunk_routed, *hist_routed):
+                item.gates = item.gates * keep
+        return (chunk_routed, hist_routed), lb_loss
+
+    def _frame_embedding(self, block: int, routed: list[Routed], tokens_per_frame: int) -> torch.Tensor:
+        per_frame = self.moae.block_embedding(block, routed)  # [B, F, dim]
+        return per_frame.repeat_interleave(tokens_per_frame, dim=1)
+
+    def _head(self, x: torch.Tensor, temb: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        bb = self.backbone
+        b, _, f, h, w = shape
+        shift, scale = (bb.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+        x = (bb.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
+        x = bb.proj_out(x)
+        pt, ph, pw = bb.config.patch_size
+        x = x.reshape(b, f // pt, h // ph, w // pw, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    # -- rollout -----------------------------------------------------------------------------------
+    def start(self, first_frames: np.ndarray, seed: int = 0) -> RolloutSession:
+        """Begin an autoregressive rollout from real frames (uint8 `[T, H, W, 3]` or `[H, W, 3]`)."""
+        from .rollout import RolloutSession
+
+        return RolloutSession.start(self, first_frames, seed=seed)
+
+
+def _to(rope: tuple[torch.Tensor, torch.Tensor], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return rope[0].to(like.device), rope[1].to(like.device)
+
+
+def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A diffusers FrozenDict config as JSON-friendly kwargs (private `_` keys dropped)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(config).items() if not k.startswith("_")}

@@ -1,0 +1,32 @@
+"""ament_python package definition: the same tree installs with pip and builds with colcon."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "astra_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["astra_model", "astra_model.*", "astra_ros", "astra_ros.*"]),
+    package_data={PACKAGE: ["demo_model/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="Astra-ROS maintainers",
+    maintainer_email="maintainers@astra-ros.dev",
+    description="Astra action-conditioned video world model as a learned simulator for ROS 2.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "astra-rollout = astra_model.rollout_cli:main",
+        ],
+    },
+)
