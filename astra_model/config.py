@@ -250,6 +250,8 @@ class AstraConfig:
         """A copy with some fields replaced; nested configs may be given as dicts of their fields."""
         data = self.to_dict()
         for key, value in overrides.items():
+            if dataclasses.is_dataclass(value):
+                value = dataclasses.asdict(value)
             if key in data and isinstance(data[key], dict) and isinstance(value, dict) and key not in ("modalities",):
                 data[key] = {**data[key], **value}
             else:

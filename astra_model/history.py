@@ -148,7 +148,7 @@ class HistoryEmbedder(nn.Module):
         kh = conv.kernel_size[1]
         pad_h, pad_w = (-latents.shape[3]) % kh, (-latents.shape[4]) % kh
         if pad_h or pad_w:
-            latents = F.pad(latents, (0, pad_w, 0, pad_h), mode="replicate")
+            latents = F.pad(latents, (0, pad_w, 0, pad_h, 0, 0), mode="replicate")
         emb = conv(latents.to(conv.weight.dtype))
         _, _, ft, fh, fw = emb.shape
         positions = grid_positions(true_index[::kt][:ft], fh, fw, stride=scale)

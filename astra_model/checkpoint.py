@@ -1,0 +1,88 @@
+"""Saving and loading Astra models, and converting the official Astra release.
+
+`save_pretrained(dir)` writes `config.json` (the `AstraConfig`) and `model.safetensors` (every weight,
+backbone and VAE included, so a folder is self-contained). Loading checks the files and every tensor
+and names the file and key of anything missing, corrupt or mismatched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import AstraConfig
+from .model import AstraWorldModel
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "astra-ros/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or does not fit the model."""
+
+
+def save_model(model: AstraWorldModel, directory: str | Path) -> None:
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_NAME), metadata={"format": FORMAT})
+    (out / CONFIG_NAME).write_text(json.dumps({"format": FORMAT, "config": model.config.to_dict()}, indent=2))
+
+
+def read_config(directory: str | Path) -> AstraConfig:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (is {Path(directory)} an Astra model folder?)")
+    try:
+        data = json.loads(path.read_text())
+        return AstraConfig.from_dict(data["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a valid Astra config ({err})") from err
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt or not a safetensors file ({err})") from err
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError naming `source` and the first missing, unexpected or mis-shaped key."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"{source}: missing key {missing[0]!r} ({len(missing)} missing in total)")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"{source}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected in total)")
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(
+                f"{source}: key {key!r} has shape {list(tensor.shape)}, the model expects {list(expected[key].shape)}"
+            )
+
+
+def build_from_state(config: AstraConfig, state: dict[str, torch.Tensor], source: str) -> AstraWorldModel:
+    """A model with exactly `state` as weights, without first allocating a random initialisation."""
+    with init_empty_weights(include_buffers=False):
+        model = AstraWorldModel(config)
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.set_trainable()
+    return model.eval()
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu") -> AstraWorldModel:
+    config = read_config(directory)
+    weights = Path(directory) / WEIGHTS_NAME
+    return build_from_state(config, read_weights(weights), str(weights)).to(device)

@@ -1,0 +1,172 @@
+"""Autoregressive rollouts: `model.start(frames)` then `session.step(actions)`, chunk by chunk.
+
+A session owns the bounded history memory, the streaming VAE state and the random generator, so it is
+deterministic for a given seed, cheap to snapshot, and can fork into a batch of counterfactual
+rollouts. Forked branches share their noise (common random numbers): branches differ only because
+their actions differ, which is what a planner comparing candidates wants.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .actions import validate_actions
+from .history import History
+from .model import AstraWorldModel, KVCache
+from .sampler import sample_chunk, uses_guidance
+from .vae import VAEStream, frames_to_video, video_to_frames
+
+
+@dataclass
+class SessionState:
+    """Everything a session needs to continue: restore it to branch again from this point."""
+
+    history: History
+    vae: VAEStream
+    rng_state: torch.Tensor
+    step_count: int
+
+
+def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
+    frames = np.asarray(first_frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"first_frames must be uint8 [T, H, W, 3] or [H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    h, w = frames.shape[1:3]
+    if h % (2 * spatial) or w % (2 * spatial):
+        raise ValueError(f"frame size {h}x{w} must be a multiple of {2 * spatial} (VAE stride x patch size)")
+    # The VAE encodes 1 + 4k frames; keep the most recent frames that fit that pattern.
+    usable = 1 + 4 * ((len(frames) - 1) // 4)
+    return frames[len(frames) - usable :]
+
+
+class RolloutSession:
+    """One (or a batch of forked) autoregressive rollout(s). Create with `AstraWorldModel.start`."""
+
+    def __init__(self, model: AstraWorldModel, state: SessionState, batch_size: int, frame_size: tuple[int, int]) -> None:
+        self.model = model
+        self.state = state
+        self.batch_size = batch_size
+        self.frame_size = frame_size
+        self.generator = torch.Generator().manual_seed(0)
+        self.generator.set_state(state.rng_state)
+
+    @classmethod
+    @torch.no_grad()
+    def start(cls, model: AstraWorldModel, first_frames: np.ndarray, seed: int = 0) -> RolloutSession:
+        frames = _as_frames(first_frames, model.config.spatial_ratio)
+        vae = VAEStream(model.vae)
+        video = frames_to_video(torch.from_numpy(frames)[None]).to(model.device)
+        latents = vae.encode(video)
+        vae.decode(latents)  # warm the decoder's causal cache so later chunks decode in context
+        history = History.from_latents(latents).trimmed(model.config.history)
+        rng = torch.Generator().manual_seed(int(seed))
+        state = SessionState(history, vae, rng.get_state(), 0)
+        return cls(model, state, 1, frames.shape[1:3])
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def step_count(self) -> int:
+        return self.state.step_count
+
+    @property
+    def history_length(self) -> int:
+        """Latent frames currently held in memory (bounded by the history layout's capacity)."""
+        return self.state.history.length
+
+    @property
+    def frames_per_step(self) -> int:
+        return self.model.config.frames_per_chunk
+
+    def snapshot(self) -> SessionState:
+        self.state.rng_state = self.generator.get_state()
+        return SessionState(
+            History(self.state.history.latents.clone(), self.state.history.indices.clone()),
+            self.state.vae.copy(),
+            self.state.rng_state.clone(),
+            self.state.step_count,
+        )
+
+    def restore(self, snapshot: SessionState) -> None:
+        if snapshot.history.latents.shape[0] != self.batch_size:
+            raise ValueError(f"snapshot has batch {snapshot.history.latents.shape[0]}, session has {self.batch_size}")
+        snap = copy.copy(snapshot)
+        snap.vae = snapshot.vae.copy()
+        snap.history = History(snapshot.history.latents.clone(), snapshot.history.indices.clone())
+        self.state = snap
+        self.generator.set_state(snapshot.rng_state)
+
+    def fork(self, n: int) -> RolloutSession:
+        """A new session with `n` branches per current branch, all continuing from the current state."""
+        if n < 1:
+            raise ValueError(f"fork needs n >= 1, got {n}")
+        snap = self.snapshot()
+        state = SessionState(snap.history.repeat(n), snap.vae.copy(repeat=n), snap.rng_state, snap.step_count)
+        return RolloutSession(self.model, state, self.batch_size * n, self.frame_size)
+
+    # -- stepping ----------------------------------------------------------------------------------
+    def _action_tensors(self, actions: Mapping[str, np.ndarray | torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, value in (actions or {}).items():
+            t = torch.as_tensor(np.asarray(value, dtype=np.float32) if not isinstance(value, torch.Tensor) else value)
+            if t.ndim == 2:
+                t = t.unsqueeze(0).expand(self.batch_size, -1, -1)
+            if t.ndim != 3 or t.shape[0] != self.batch_size:
+                raise ValueError(
+                    f"actions[{name!r}] must be [{self.frames_per_step}, D] or [{self.batch_size}, {self.frames_per_step}, D], "
+                    f"got {list(t.shape)}"
+                )
+            out[name] = t.to(self.model.device, torch.float32)
+        return out
+
+    @torch.no_grad()
+    def step(
+        self,
+        actions: Mapping[str, np.ndarray | torch.Tensor] | None,
+        guidance_scale: float | None = None,
+        steps: int | None = None,
+        use_kv_cache: bool = True,
+    ) -> np.ndarray:
+        """Generate the next chunk.
+
+        Args:
+            actions: modality -> per-video-frame actions `[frames_per_step, D]` (shared by all branches)
+                or `[batch, frames_per_step, D]`; None rolls out action-free.
+            guidance_scale: AFG scale (model default if None; 0 disables guidance).
+            steps: Euler steps (model default if None).
+            use_kv_cache: cache history keys/values across denoising steps (block_causal models only).
+
+        Returns:
+            uint8 `[frames_per_step, H, W, 3]`, or `[batch, frames_per_step, H, W, 3]` after a fork.
+        """
+        cfg = self.model.config
+        acts = self._action_tensors(actions)
+        validate_actions(acts, cfg, cfg.chunk_latent_frames)
+        scale = cfg.sampler.guidance_scale if guidance_scale is None else float(guidance_scale)
+        history = self.state.history
+        h, w = history.latents.shape[-2:]
+        shape = (1, cfg.latent_channels, cfg.chunk_latent_frames, h, w)
+        noise = torch.randn(shape, generator=self.generator).to(self.model.device, self.model.dtype)
+        noise = noise.expand(self.batch_size, -1, -1, -1, -1)
+
+        guided = uses_guidance(scale, bool(acts))
+        cache = KVCache() if use_kv_cache and cfg.attention == "block_causal" else None
+        # AFG runs the conditional and the action-free branch as one batch [cond | free].
+        hist = History(torch.cat([history.latents, history.latents]), history.indices) if guided else history
+        batch_acts = {k: torch.cat([v, v]) for k, v in acts.items()} if guided else acts
+
+        def velocity(x, t, mask):
+            return self.model(x, t, batch_acts or None, hist, action_mask=mask, kv_cache=cache).velocity
+
+        latents = sample_chunk(velocity, noise, steps or cfg.sampler.steps, cfg.sampler.shift, scale, bool(acts))
+        video = self.state.vae.decode(latents)
+        self.state.history = history.append(latents, cfg.history)
+        self.state.step_count += 1
+        frames = video_to_frames(video).cpu().numpy()
+        return frames[0] if self.batch_size == 1 else frames

@@ -1,0 +1,94 @@
+"""Streaming Wan VAE: encode and decode chunk by chunk with the causal convolution caches kept.
+
+diffusers' `AutoencoderKLWan.encode/decode` clear their caches on every call, so decoding a rollout
+chunk by chunk would either re-decode the past or lose temporal context. `VAEStream` owns the caches
+of one rollout instead: every latent frame is decoded exactly once, and the result equals one-shot
+decoding of the whole latent video.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKLWan
+
+
+def _clone_cache(cache: list | None, repeat: int = 1) -> list | None:
+    if cache is None:
+        return None
+    return [c.repeat_interleave(repeat, dim=0) if isinstance(c, torch.Tensor) else c for c in cache]
+
+
+class VAEStream:
+    """Causal encode/decode state of one rollout on a frozen Wan VAE.
+
+    Latents are normalised with the VAE's `latents_mean` / `latents_std`, as Wan pipelines do.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        self.vae = vae
+        self.enc_cache: list | None = None
+        self.dec_cache: list | None = None
+        z = vae.config.z_dim
+        self._mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
+        self._std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
+
+    def _new_cache(self, part: str) -> list:
+        return [None] * self.vae._cached_conv_counts[part]
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """`[B, 3, T, H, W]` in [-1, 1] -> normalised latents `[B, z, T', H/8, W/8]`.
+
+        The first call of a stream takes `1 + 4k` frames (the first frame is encoded alone); later
+        calls continue the video and take `4k` frames.
+        """
+        ratio = 4
+        first = self.enc_cache is None
+        if first:
+            self.enc_cache = self._new_cache("encoder")
+        t = video.shape[2]
+        if (first and (t - 1) % ratio) or (not first and t % ratio):
+            need = "1 + 4k frames on the first call" if first else "4k frames after the first call"
+            raise ValueError(f"VAEStream.encode: got {t} frames, needs {need}")
+        pieces = [video[:, :, :1]] if first else []
+        start = 1 if first else 0
+        pieces += [video[:, :, i : i + ratio] for i in range(start, t, ratio)]
+        outs = [self.vae.encoder(p.to(self.vae.dtype), feat_cache=self.enc_cache, feat_idx=[0]) for p in pieces]
+        moments = self.vae.quant_conv(torch.cat(outs, dim=2))
+        mu = moments[:, : self.vae.config.z_dim]
+        return (mu - self._mean.to(mu)) / self._std.to(mu)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents `[B, z, F, h, w]` -> video `[B, 3, T, H, W]` in [-1, 1].
+
+        The stream's first latent frame decodes to 1 video frame, every later one to 4.
+        """
+        z = latents.to(self.vae.dtype) * self._std.to(latents.device, self.vae.dtype) + self._mean.to(
+            latents.device, self.vae.dtype
+        )
+        x = self.vae.post_quant_conv(z)
+        outs = []
+        for i in range(x.shape[2]):
+            first = self.dec_cache is None
+            if first:
+                self.dec_cache = self._new_cache("decoder")
+            outs.append(self.vae.decoder(x[:, :, i : i + 1], feat_cache=self.dec_cache, feat_idx=[0], first_chunk=first))
+        return torch.cat(outs, dim=2).clamp(-1.0, 1.0)
+
+    def copy(self, repeat: int = 1) -> VAEStream:
+        """An independent copy of this stream's state, each batch element repeated `repeat` times."""
+        other = VAEStream(self.vae)
+        other.enc_cache = _clone_cache(self.enc_cache, repeat)
+        other.dec_cache = _clone_cache(self.dec_cache, repeat)
+        return other
+
+
+def frames_to_video(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 `[B, T, H, W, 3]` -> float `[B, 3, T, H, W]` in [-1, 1]."""
+    return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
+
+
+def video_to_frames(video: torch.Tensor) -> torch.Tensor:
+    """float `[B, 3, T, H, W]` in [-1, 1] -> uint8 `[B, T, H, W, 3]`."""
+    return ((video.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1)

@@ -1,0 +1,47 @@
+"""Shared fixtures: small Astra models and a diffusers-format Wan folder built by the tests themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+from astra_model import AstraConfig, AstraWorldModel
+
+
+def tiny_config(**overrides) -> AstraConfig:
+    return AstraConfig.preset("tiny").replace(**overrides)
+
+
+def randomise_action_path(model: AstraWorldModel, std: float = 0.5, seed: int = 0) -> None:
+    """Give the zero-initialised experts weights, as training would, so actions change predictions."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for block in model.moae.experts:
+            for expert in block:
+                expert.weight.copy_(torch.randn(expert.weight.shape, generator=gen) * std)
+
+
+@pytest.fixture(scope="session")
+def wan_folder(tmp_path_factory) -> str:
+    """A tiny Wan 2.1 checkpoint in the diffusers layout (`transformer/`, `vae/`)."""
+    root = tmp_path_factory.mktemp("wan-tiny")
+    cfg = tiny_config()
+    torch.manual_seed(1)
+    WanTransformer3DModel(**cfg.backbone).save_pretrained(root / "transformer")
+    AutoencoderKLWan(**cfg.vae).save_pretrained(root / "vae")
+    return str(root)
+
+
+@pytest.fixture()
+def tiny_model() -> AstraWorldModel:
+    torch.manual_seed(0)
+    return AstraWorldModel(tiny_config()).eval()
+
+
+@pytest.fixture()
+def seed_frames() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, size=(1, 32, 32, 3), dtype=np.uint8)
+    return np.repeat(base, 5, axis=0)

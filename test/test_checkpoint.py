@@ -1,0 +1,78 @@
+"""save_pretrained / from_pretrained round trip and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import randomise_action_path
+from safetensors.torch import load_file, save_file
+
+from astra_model import AstraWorldModel
+from astra_model.checkpoint import CheckpointError
+
+
+@pytest.fixture()
+def saved(tmp_path, tiny_model):
+    randomise_action_path(tiny_model)
+    tiny_model.save_pretrained(tmp_path)
+    return tmp_path, tiny_model
+
+
+def test_round_trip_is_bit_exact(saved):
+    folder, model = saved
+    loaded = AstraWorldModel.from_pretrained(folder)
+    assert loaded.config == model.config
+    ref, got = model.state_dict(), loaded.state_dict()
+    assert ref.keys() == got.keys()
+    for key in ref:
+        assert got[key].dtype == ref[key].dtype and torch.equal(got[key], ref[key]), key
+    x, t = torch.randn(1, 16, 2, 8, 8), torch.tensor([300.0])
+    acts = {"twist": torch.randn(1, 8, 6)}
+    with torch.no_grad():
+        assert torch.equal(model.predict_velocity(x, t, acts), loaded.predict_velocity(x, t, acts))
+    assert loaded.num_parameters(trainable_only=True) == model.num_parameters(trainable_only=True)
+
+
+def test_missing_files_are_named(tmp_path, saved):
+    with pytest.raises(CheckpointError, match="config.json: missing"):
+        AstraWorldModel.from_pretrained(tmp_path / "nowhere")
+    folder, _ = saved
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: missing"):
+        AstraWorldModel.from_pretrained(folder)
+
+
+def test_corrupt_files_are_named(saved):
+    folder, _ = saved
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt"):
+        AstraWorldModel.from_pretrained(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"config\.json: not a valid Astra config"):
+        AstraWorldModel.from_pretrained(folder)
+
+
+def test_shape_mismatch_and_missing_keys_name_the_key(saved):
+    folder, _ = saved
+    path = folder / "model.safetensors"
+    state = load_file(str(path))
+    state["adapters.0.weight"] = torch.zeros(3, 3)
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match=r"'adapters\.0\.weight' has shape \[3, 3\], the model expects \[64, 64\]"):
+        AstraWorldModel.from_pretrained(folder)
+    del state["adapters.0.weight"]
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match=r"missing key 'adapters\.0\.weight'"):
+        AstraWorldModel.from_pretrained(folder)
+
+
+def test_config_mismatch_is_reported(saved):
+    folder, _ = saved
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["config"]["modalities"]["twist"] = 5
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"moae\.encoders\.twist\.weight"):
+        AstraWorldModel.from_pretrained(folder)
