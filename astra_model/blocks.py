@@ -76,7 +76,14 @@ def _self_attn_input(block: WanTransformerBlock, stream: Stream) -> tuple[torch.
     return x_in, (gate, c_shift, c_scale, c_gate)
 
 
-def _finish(block: WanTransformerBlock, adapter: nn.Linear, x: torch.Tensor, attn_out: torch.Tensor, mods: tuple, context: torch.Tensor) -> torch.Tensor:
+def _finish(
+    block: WanTransformerBlock,
+    adapter: nn.Linear,
+    x: torch.Tensor,
+    attn_out: torch.Tensor,
+    mods: tuple,
+    context: torch.Tensor,
+) -> torch.Tensor:
     gate, c_shift, c_scale, c_gate = mods
     x = (x.float() + adapter(attn_out) * gate).type_as(x)
     x = x + block.attn2(block.norm2(x.float()).type_as(x), context, None, None)

@@ -204,22 +204,43 @@ class AstraConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
         checks = [
-            (self.attention in ("full", "block_causal"), f"attention must be 'full' or 'block_causal', got {self.attention!r}"),
-            (self.action_grouping in ("stack", "mean"), f"action_grouping must be 'stack' or 'mean', got {self.action_grouping!r}"),
-            (self.moae.routing in ("learned", "modality"), f"moae.routing must be 'learned' or 'modality', got {self.moae.routing!r}"),
+            (
+                self.attention in ("full", "block_causal"),
+                f"attention must be 'full' or 'block_causal', got {self.attention!r}",
+            ),
+            (
+                self.action_grouping in ("stack", "mean"),
+                f"action_grouping must be 'stack' or 'mean', got {self.action_grouping!r}",
+            ),
+            (
+                self.moae.routing in ("learned", "modality"),
+                f"moae.routing must be 'learned' or 'modality', got {self.moae.routing!r}",
+            ),
             (self.moae.num_experts >= 1, "moae.num_experts must be >= 1"),
             (1 <= self.moae.top_k <= self.moae.num_experts, "moae.top_k must be in [1, num_experts]"),
             (self.chunk_latent_frames >= 1, "chunk_latent_frames must be >= 1"),
             (0.0 <= self.noise_aug.prob <= 1.0, "noise_aug.prob must be in [0, 1]"),
-            (0.0 <= self.noise_aug.sigma_min <= self.noise_aug.sigma_max <= 1.0, "noise_aug sigmas must satisfy 0 <= min <= max <= 1"),
+            (
+                0.0 <= self.noise_aug.sigma_min <= self.noise_aug.sigma_max <= 1.0,
+                "noise_aug sigmas must satisfy 0 <= min <= max <= 1",
+            ),
             (0.0 <= self.action_dropout <= 1.0, "action_dropout must be in [0, 1]"),
             (self.sampler.steps >= 1, "sampler.steps must be >= 1"),
             (self.sampler.shift > 0, "sampler.shift must be > 0"),
             (self.text_len >= 1, "text_len must be >= 1"),
             (len(self.modalities) >= 1, "at least one action modality is required"),
-            (all(int(d) >= 1 for d in self.modalities.values()), f"modality dimensions must be >= 1: {self.modalities}"),
-            (list(self.backbone.get("patch_size", [1, 2, 2])) == [1, 2, 2], "the history embedders assume the Wan patch size (1, 2, 2)"),
-            (int(self.backbone.get("in_channels", 16)) == self.latent_channels, "backbone in_channels must equal vae z_dim"),
+            (
+                all(int(d) >= 1 for d in self.modalities.values()),
+                f"modality dimensions must be >= 1: {self.modalities}",
+            ),
+            (
+                list(self.backbone.get("patch_size", [1, 2, 2])) == [1, 2, 2],
+                "the history embedders assume the Wan patch size (1, 2, 2)",
+            ),
+            (
+                int(self.backbone.get("in_channels", 16)) == self.latent_channels,
+                "backbone in_channels must equal vae z_dim",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -240,7 +261,12 @@ class AstraConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"AstraConfig: unknown fields {sorted(unknown)}")
-        nested = {"moae": MoAEConfig, "history": HistoryConfig, "noise_aug": NoiseAugConfig, "sampler": SamplerConfig}
+        nested = {
+            "moae": MoAEConfig,
+            "history": HistoryConfig,
+            "noise_aug": NoiseAugConfig,
+            "sampler": SamplerConfig,
+        }
         for name, sub in nested.items():
             if name in data:
                 data[name] = sub(**data[name])

@@ -128,14 +128,20 @@ class HistoryEmbedder(nn.Module):
         """
         slots = slot_layout(history.length, layout)
         tokens, positions = [], []
-        for frames, conv, scale in ((slots.x4, self.proj_4x, 4), (slots.x2, self.proj_2x, 2), (slots.x1, self.proj_1x, 1)):
+        for frames, conv, scale in (
+            (slots.x4, self.proj_4x, 4),
+            (slots.x2, self.proj_2x, 2),
+            (slots.x1, self.proj_1x, 1),
+        ):
             if frames:
                 tok, pos = self._embed_scale(history, frames, conv, scale)
                 tokens.append(tok)
                 positions.append(pos)
         return torch.cat(tokens, dim=1), torch.cat(positions, dim=0)
 
-    def _embed_scale(self, history: History, frames: list[int], conv: nn.Conv3d, scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed_scale(
+        self, history: History, frames: list[int], conv: nn.Conv3d, scale: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         kt = conv.kernel_size[0]
         idx = torch.tensor(frames)
         latents = history.latents[:, :, idx]

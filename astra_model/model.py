@@ -191,7 +191,9 @@ class AstraWorldModel(nn.Module):
         if history is not None and not use_cache:
             hist_x, hist_pos = self.history_embedder(history, self.config.history)
             h_mod = self._conditions(torch.zeros_like(timestep), text)[1] if block_causal else t_mod
-            hist_stream = Stream(hist_x.to(chunk_x.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), chunk_x))
+            hist_stream = Stream(
+                hist_x.to(chunk_x.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), chunk_x)
+            )
         chunk_stream = Stream(chunk_x, t_mod, None, _to(rotary_embedding(chunk_pos, head_dim), chunk_x))
 
         # Blocks.
@@ -202,7 +204,9 @@ class AstraWorldModel(nn.Module):
                 if hist_stream is not None:
                     hist_stream.action = self.moae.block_embedding(i, routed[1])
             cached = kv_cache.layers[i] if use_cache else None
-            chunk_stream.x, hist_x, kv = astra_block(block, adapter, chunk_stream, hist_stream, context, block_causal, cached)
+            chunk_stream.x, hist_x, kv = astra_block(
+                block, adapter, chunk_stream, hist_stream, context, block_causal, cached
+            )
             if hist_stream is not None:
                 hist_stream.x = hist_x
             new_cache.append(kv)
@@ -217,14 +221,18 @@ class AstraWorldModel(nn.Module):
         if text_embeds is None:
             return self.default_text_embeds.unsqueeze(0).expand(batch, -1, -1)
         if text_embeds.ndim != 3 or text_embeds.shape[-1] != self.config.backbone["text_dim"]:
-            raise ValueError(f"text_embeds must be [B, L, {self.config.backbone['text_dim']}], got {list(text_embeds.shape)}")
+            raise ValueError(
+                f"text_embeds must be [B, L, {self.config.backbone['text_dim']}], got {list(text_embeds.shape)}"
+            )
         return text_embeds
 
     def _conditions(self, timestep: torch.Tensor, text: torch.Tensor):
         temb, proj, context, _ = self.backbone.condition_embedder(timestep, text.to(self.dtype), None)
         return temb, proj.unflatten(1, (6, -1)), context
 
-    def _route_actions(self, actions, frames: int, batch: int, action_mask, like: torch.Tensor) -> tuple[tuple[list[Routed], list[Routed]] | None, torch.Tensor]:
+    def _route_actions(
+        self, actions, frames: int, batch: int, action_mask, like: torch.Tensor
+    ) -> tuple[tuple[list[Routed], list[Routed]] | None, torch.Tensor]:
         zero = like.new_zeros(())
         if not actions:
             return None, zero

@@ -24,6 +24,7 @@ from diffusers import AutoencoderKLWan
 
 from .checkpoint import CheckpointError, build_from_state, read_weights
 from .config import AstraConfig, MoAEConfig
+from .model import AstraWorldModel
 
 # Release processor name -> (modality name here, expert index in the release's fixed routing).
 OFFICIAL_MODALITIES = {"sekai": ("camera_pose", 0), "nuscenes": ("ego_pose", 1), "openx": ("robot_pose", 2)}
@@ -129,7 +130,13 @@ def infer_config(state: dict[str, torch.Tensor], head_dim: int, vae_config: dict
         vae=vae_config,
         modalities=modalities,
         action_grouping="mean",
-        moae=MoAEConfig(unified_dim=unified, num_experts=num_experts, top_k=1, routing="modality", modality_experts=experts),
+        moae=MoAEConfig(
+            unified_dim=unified,
+            num_experts=num_experts,
+            top_k=1,
+            routing="modality",
+            modality_experts=experts,
+        ),
     )
 
 
@@ -151,7 +158,9 @@ def load_official_astra(
     vae = None
     if wan_path is not None:
         vae = AutoencoderKLWan.from_pretrained(Path(wan_path) / "vae")
-        vae_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vae.config.items() if not k.startswith("_")}
+        vae_config = {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in vae.config.items() if not k.startswith("_")
+        }
     elif vae_config is None:
         vae_config = {}
     if vae is None:

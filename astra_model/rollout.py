@@ -37,7 +37,9 @@ def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
     if frames.ndim == 3:
         frames = frames[None]
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"first_frames must be uint8 [T, H, W, 3] or [H, W, 3], got {frames.dtype} {list(frames.shape)}")
+        raise ValueError(
+            f"first_frames must be uint8 [T, H, W, 3] or [H, W, 3], got {frames.dtype} {list(frames.shape)}"
+        )
     h, w = frames.shape[1:3]
     if h % (2 * spatial) or w % (2 * spatial):
         raise ValueError(f"frame size {h}x{w} must be a multiple of {2 * spatial} (VAE stride x patch size)")
@@ -49,7 +51,9 @@ def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
 class RolloutSession:
     """One (or a batch of forked) autoregressive rollout(s). Create with `AstraWorldModel.start`."""
 
-    def __init__(self, model: AstraWorldModel, state: SessionState, batch_size: int, frame_size: tuple[int, int]) -> None:
+    def __init__(
+        self, model: AstraWorldModel, state: SessionState, batch_size: int, frame_size: tuple[int, int]
+    ) -> None:
         self.model = model
         self.state = state
         self.batch_size = batch_size
@@ -119,8 +123,8 @@ class RolloutSession:
                 t = t.unsqueeze(0).expand(self.batch_size, -1, -1)
             if t.ndim != 3 or t.shape[0] != self.batch_size:
                 raise ValueError(
-                    f"actions[{name!r}] must be [{self.frames_per_step}, D] or [{self.batch_size}, {self.frames_per_step}, D], "
-                    f"got {list(t.shape)}"
+                    f"actions[{name!r}] must be [{self.frames_per_step}, D] or "
+                    f"[{self.batch_size}, {self.frames_per_step}, D], got {list(t.shape)}"
                 )
             out[name] = t.to(self.model.device, torch.float32)
         return out

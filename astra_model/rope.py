@@ -18,7 +18,9 @@ def axis_dims(head_dim: int) -> tuple[int, int, int]:
     return head_dim - h_dim - w_dim, h_dim, w_dim
 
 
-def rotary_embedding(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_embedding(
+    positions: torch.Tensor, head_dim: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Cos/sin tables for tokens at `positions`.
 
     Args:

@@ -26,7 +26,9 @@ def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
     return shift * sigma / (1 + (shift - 1) * sigma)
 
 
-def noise_augment_history(history: History, cfg: NoiseAugConfig, layout, generator: torch.Generator | None = None) -> History:
+def noise_augment_history(
+    history: History, cfg: NoiseAugConfig, layout, generator: torch.Generator | None = None
+) -> History:
     """A copy of `history` whose 1x slots are noised per sample with probability `cfg.prob`."""
     latents = history.latents.clone()
     b = latents.shape[0]

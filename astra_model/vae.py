@@ -73,7 +73,9 @@ class VAEStream:
             first = self.dec_cache is None
             if first:
                 self.dec_cache = self._new_cache("decoder")
-            outs.append(self.vae.decoder(x[:, :, i : i + 1], feat_cache=self.dec_cache, feat_idx=[0], first_chunk=first))
+            outs.append(
+                self.vae.decoder(x[:, :, i : i + 1], feat_cache=self.dec_cache, feat_idx=[0], first_chunk=first)
+            )
         return torch.cat(outs, dim=2).clamp(-1.0, 1.0)
 
     def copy(self, repeat: int = 1) -> VAEStream:

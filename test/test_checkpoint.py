@@ -36,7 +36,7 @@ def test_round_trip_is_bit_exact(saved):
 
 
 def test_missing_files_are_named(tmp_path, saved):
-    with pytest.raises(CheckpointError, match="config.json: missing"):
+    with pytest.raises(CheckpointError, match=r"config\.json: missing"):
         AstraWorldModel.from_pretrained(tmp_path / "nowhere")
     folder, _ = saved
     (folder / "model.safetensors").unlink()
@@ -61,7 +61,9 @@ def test_shape_mismatch_and_missing_keys_name_the_key(saved):
     state = load_file(str(path))
     state["adapters.0.weight"] = torch.zeros(3, 3)
     save_file(state, str(path))
-    with pytest.raises(CheckpointError, match=r"'adapters\.0\.weight' has shape \[3, 3\], the model expects \[64, 64\]"):
+    with pytest.raises(
+        CheckpointError, match=r"'adapters\.0\.weight' has shape \[3, 3\], the model expects \[64, 64\]"
+    ):
         AstraWorldModel.from_pretrained(folder)
     del state["adapters.0.weight"]
     save_file(state, str(path))

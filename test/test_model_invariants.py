@@ -19,7 +19,11 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("routing", ["learned", "modality"])
 def test_fresh_model_reproduces_plain_wan_for_any_actions(wan_folder, routing):
     model = AstraWorldModel.from_wan(
-        wan_folder, modalities={"twist": 6, "joints": 4}, chunk_latent_frames=2, moae={"routing": routing}, text_len=3
+        wan_folder,
+        modalities={"twist": 6, "joints": 4},
+        chunk_latent_frames=2,
+        moae={"routing": routing},
+        text_len=3,
     ).eval()
     plain = WanTransformer3DModel.from_pretrained(f"{wan_folder}/transformer").eval()
     gen = torch.Generator().manual_seed(0)
@@ -29,7 +33,10 @@ def test_fresh_model_reproduces_plain_wan_for_any_actions(wan_folder, routing):
     with torch.no_grad():
         expected = plain(x, t, text).sample
         for scale in (0.0, 1.0, 1e3):
-            actions = {"twist": scale * torch.randn(2, 8, 6, generator=gen), "joints": torch.randn(2, 8, 4, generator=gen)}
+            actions = {
+                "twist": scale * torch.randn(2, 8, 6, generator=gen),
+                "joints": torch.randn(2, 8, 4, generator=gen),
+            }
             got = model.predict_velocity(x, t, actions, text_embeds=text)
             assert got.shape == expected.shape and got.dtype == torch.float32
             assert _rel_err(got, expected) <= 1e-5
@@ -51,7 +58,15 @@ def test_trainable_split_follows_the_paper(tiny_model):
     backbone_trainable = {n for n in trainable if n.startswith("backbone.")}
     assert backbone_trainable and all(".attn1." in n for n in backbone_trainable)
     frozen = {n for n, p in tiny_model.named_parameters() if not p.requires_grad}
-    for part in ("attn2", "ffn", "scale_shift_table", "patch_embedding", "proj_out", "condition_embedder", "vae."):
+    for part in (
+        "attn2",
+        "ffn",
+        "scale_shift_table",
+        "patch_embedding",
+        "proj_out",
+        "condition_embedder",
+        "vae.",
+    ):
         assert any(part in n for n in frozen), part
     assert tiny_model.num_parameters(trainable_only=True) == sum(
         p.numel() for n, p in tiny_model.named_parameters() if n in trainable

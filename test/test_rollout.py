@@ -1,0 +1,164 @@
+"""Autoregressive rollouts: shapes, determinism, snapshot/fork, bounded memory, caches, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomise_action_path, tiny_config
+from diffusers import AutoencoderKLWan
+
+from astra_model import AstraWorldModel, History
+from astra_model.vae import VAEStream
+
+ACT = {"twist": np.linspace(-1, 1, 8 * 6, dtype=np.float32).reshape(8, 6)}
+
+
+def _model(attention: str = "full") -> AstraWorldModel:
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(attention=attention)).eval()
+    randomise_action_path(model)
+    return model
+
+
+def test_step_returns_uint8_frames_of_the_seed_size(seed_frames):
+    session = _model().start(seed_frames, seed=3)
+    frames = session.step(ACT)
+    assert frames.shape == (8, 32, 32, 3) and frames.dtype == np.uint8
+    assert session.step_count == 1 and session.frames_per_step == 8
+
+
+def test_rollouts_are_deterministic_for_a_seed(seed_frames):
+    model = _model()
+    a = [model.start(seed_frames, seed=7).step(ACT) for _ in range(2)]
+    assert np.array_equal(a[0], a[1])
+    other = model.start(seed_frames, seed=8).step(ACT)
+    assert not np.array_equal(a[0], other)
+
+
+def test_snapshot_restore_replays_exactly(seed_frames):
+    session = _model().start(seed_frames, seed=1)
+    session.step(ACT)
+    snap = session.snapshot()
+    first = session.step(ACT)
+    session.step(ACT)
+    session.restore(snap)
+    assert np.array_equal(session.step(ACT), first)
+
+
+def test_fork_gives_counterfactual_batch_from_one_state(seed_frames):
+    session = _model().start(seed_frames, seed=1)
+    session.step(ACT)
+    snap = session.snapshot()
+    reference = session.step(ACT)
+    session.restore(snap)
+    branches = session.fork(3)
+    batch = np.stack([ACT["twist"], -ACT["twist"], ACT["twist"]])
+    out = branches.step({"twist": batch})
+    assert out.shape == (3, 8, 32, 32, 3)
+    # Same actions from the same state reproduce the unforked rollout (shared noise) ...
+    assert np.abs(out[0].astype(int) - reference).max() <= 1
+    assert np.abs(out[2].astype(int) - out[0]).max() <= 1
+    # ... and other actions give another future.
+    assert np.abs(out[1].astype(int) - out[0]).mean() > 0.05
+    # The live session is untouched by its fork.
+    assert np.array_equal(session.step(ACT), reference)
+
+
+def test_memory_is_bounded_over_long_rollouts(seed_frames):
+    model = _model()
+    session = model.start(seed_frames, seed=0)
+    capacity = model.config.history.capacity
+    for _ in range(6):
+        session.step(ACT, steps=2)
+        assert session.history_length <= capacity
+    idx = session.state.history.indices.tolist()
+    assert idx[0] == 0 and idx[-1] == 2 + 6 * 2 - 1  # first frame kept, latest frame is the newest
+
+
+@pytest.mark.parametrize("use_guidance", [0.0, 2.0])
+def test_block_causal_kv_cache_matches_uncached(seed_frames, use_guidance):
+    model = _model("block_causal")
+    session = model.start(seed_frames, seed=2)
+    session.step(ACT)
+    snap = session.snapshot()
+    cached = session.step(ACT, guidance_scale=use_guidance, use_kv_cache=True)
+    session.restore(snap)
+    uncached = session.step(ACT, guidance_scale=use_guidance, use_kv_cache=False)
+    assert np.array_equal(cached, uncached)
+
+
+def test_kv_cache_velocity_matches_uncached():
+    from astra_model import KVCache
+
+    model = _model("block_causal")
+    hist = History.from_latents(torch.randn(1, 16, 6, 8, 8))
+    acts = {"twist": torch.randn(1, 8, 6)}
+    cache = KVCache()
+    with torch.no_grad():
+        for t in (900.0, 400.0, 10.0):
+            x, ts = torch.randn(1, 16, 2, 8, 8), torch.tensor([t])
+            cached = model(x, ts, acts, hist, kv_cache=cache).velocity
+            plain = model(x, ts, acts, hist).velocity
+            assert torch.allclose(cached, plain, atol=1e-6, rtol=1e-5)
+    assert cache.layers is not None and len(cache.layers) == len(model.backbone.blocks)
+
+
+def test_full_attention_refuses_a_kv_cache():
+    from astra_model import KVCache
+
+    model = _model("full")
+    with pytest.raises(ValueError, match="block_causal"):
+        model(
+            torch.randn(1, 16, 2, 8, 8),
+            torch.tensor([1.0]),
+            None,
+            torch.randn(1, 16, 1, 8, 8),
+            kv_cache=KVCache(),
+        )
+
+
+def test_streaming_decode_matches_one_shot_decode():
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**tiny_config().vae).eval()
+    latents = torch.randn(1, 16, 7, 4, 4)
+    with torch.no_grad():
+        one_shot = vae.decode(latents).sample
+        stream = VAEStream(vae)
+        pieces = [stream.decode(latents[:, :, a:b]) for a, b in ((0, 1), (1, 3), (3, 4), (4, 7))]
+    streamed = torch.cat(pieces, dim=2)
+    assert streamed.shape == one_shot.shape == (1, 3, 25, 32, 32)
+    assert torch.equal(streamed, one_shot)
+
+
+def test_streaming_encode_matches_one_shot_encode():
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**tiny_config().vae).eval()
+    video = torch.rand(1, 3, 13, 32, 32) * 2 - 1
+    with torch.no_grad():
+        one_shot = vae.encode(video).latent_dist.mode()
+        stream = VAEStream(vae)
+        streamed = torch.cat([stream.encode(video[:, :, :5]), stream.encode(video[:, :, 5:])], dim=2)
+    assert torch.equal(streamed, one_shot)
+
+
+def test_bad_actions_are_refused_with_reasons(seed_frames):
+    session = _model().start(seed_frames)
+    nan = ACT["twist"].copy()
+    nan[3, 2] = np.nan
+    with pytest.raises(ValueError, match=r"actions\['twist'\] contains NaN"):
+        session.step({"twist": nan})
+    with pytest.raises(ValueError, match=r"must be \[batch, 8, 6\]"):
+        session.step({"twist": np.zeros((8, 5), np.float32)})
+    with pytest.raises(ValueError, match="unknown action modality 'wheels'"):
+        session.step({"wheels": np.zeros((8, 2), np.float32)})
+    assert session.step_count == 0  # nothing was consumed by the refused calls
+    session.step(ACT)
+
+
+def test_bad_seed_frames_are_refused():
+    model = _model()
+    with pytest.raises(ValueError, match="uint8"):
+        model.start(np.zeros((1, 32, 32, 3), np.float32))
+    with pytest.raises(ValueError, match="multiple of 16"):
+        model.start(np.zeros((1, 30, 32, 3), np.uint8))
