@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import imageio.v3 as iio
+import numpy as np
 import torch
 from accelerate import init_empty_weights
 from safetensors import SafetensorError
@@ -20,6 +22,7 @@ from .model import AstraWorldModel
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+SEED_FRAME_NAME = "seed_frame.png"
 FORMAT = "astra-ros/1"
 
 
@@ -33,6 +36,8 @@ def save_model(model: AstraWorldModel, directory: str | Path) -> None:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_NAME), metadata={"format": FORMAT})
     (out / CONFIG_NAME).write_text(json.dumps({"format": FORMAT, "config": model.config.to_dict()}, indent=2))
+    if model.seed_frame is not None:
+        iio.imwrite(out / SEED_FRAME_NAME, model.seed_frame)
 
 
 def read_config(directory: str | Path) -> AstraConfig:
@@ -85,4 +90,11 @@ def build_from_state(config: AstraConfig, state: dict[str, torch.Tensor], source
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> AstraWorldModel:
     config = read_config(directory)
     weights = Path(directory) / WEIGHTS_NAME
-    return build_from_state(config, read_weights(weights), str(weights)).to(device)
+    model = build_from_state(config, read_weights(weights), str(weights)).to(device)
+    seed = Path(directory) / SEED_FRAME_NAME
+    if seed.is_file():
+        try:
+            model.seed_frame = np.ascontiguousarray(iio.imread(seed)[..., :3], dtype=np.uint8)
+        except OSError as err:
+            raise CheckpointError(f"{seed}: unreadable image ({err})") from err
+    return model

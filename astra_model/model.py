@@ -74,6 +74,8 @@ class AstraWorldModel(nn.Module):
         self.moae = MixtureOfActionExperts(config, blocks)
         # Text context used when the caller gives none (a world model is usually driven without prompts).
         self.register_buffer("default_text_embeds", torch.zeros(config.text_len, config.backbone["text_dim"]))
+        # Optional uint8 [H, W, 3] frame a rollout starts from when the user gives none (saved with the model).
+        self.seed_frame: np.ndarray | None = None
         self.reset_adapters()
         self.history_embedder.init_from_patch_embedding(self.backbone.patch_embedding)
         self.set_trainable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import randomise_action_path
@@ -78,3 +79,10 @@ def test_config_mismatch_is_reported(saved):
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"moae\.encoders\.twist\.weight"):
         AstraWorldModel.from_pretrained(folder)
+
+
+def test_seed_frame_travels_with_the_checkpoint(tmp_path, tiny_model, seed_frames):
+    tiny_model.seed_frame = seed_frames[0]
+    tiny_model.save_pretrained(tmp_path)
+    loaded = AstraWorldModel.from_pretrained(tmp_path)
+    assert loaded.seed_frame.dtype == np.uint8 and np.array_equal(loaded.seed_frame, seed_frames[0])
