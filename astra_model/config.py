@@ -148,6 +148,8 @@ class AstraConfig:
             history clean (timestep 0) and blind to the chunk, so its keys/values can be cached.
         sampler: sampling defaults.
         text_len: length of the default text context used when no text embedding is given.
+        action_labels: optional names of each modality's action elements, e.g. the joint names of
+            `joints` in model order (ROS nodes match `sensor_msgs/JointState` by these names).
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -162,6 +164,7 @@ class AstraConfig:
     attention: AttentionMode = "full"
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     text_len: int = 1
+    action_labels: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -245,6 +248,9 @@ class AstraConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"AstraConfig: {message}")
+        for name, labels in self.action_labels.items():
+            if name not in self.modalities or len(labels) != self.modalities[name]:
+                raise ValueError(f"AstraConfig: action_labels[{name!r}] must name each of the modality's elements")
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)
             if missing:
@@ -278,7 +284,8 @@ class AstraConfig:
         for key, value in overrides.items():
             if dataclasses.is_dataclass(value):
                 value = dataclasses.asdict(value)
-            if key in data and isinstance(data[key], dict) and isinstance(value, dict) and key not in ("modalities",):
+            nested = key in ("moae", "history", "noise_aug", "sampler", "backbone", "vae")
+            if nested and isinstance(value, dict):
                 data[key] = {**data[key], **value}
             else:
                 data[key] = value
@@ -310,5 +317,10 @@ class AstraConfig:
                 noise_aug=NoiseAugConfig(prob=0.8, sigma_min=0.1, sigma_max=0.5),
                 sampler=SamplerConfig(steps=8, shift=3.0, guidance_scale=2.0),
                 text_len=1,
+                action_labels={
+                    "twist": ["linear.x", "linear.y", "linear.z", "angular.x", "angular.y", "angular.z"],
+                    "joints": ["joint1", "joint2", "joint3", "joint4"],
+                    "camera_pose": ["x", "y", "z", "qx", "qy", "qz", "qw"],
+                },
             )
         raise ValueError(f"unknown preset {name!r}; choose 'wan2.1-t2v-1.3b' or 'tiny'")

@@ -76,6 +76,7 @@ def test_config_mismatch_is_reported(saved):
     folder, _ = saved
     cfg = json.loads((folder / "config.json").read_text())
     cfg["config"]["modalities"]["twist"] = 5
+    del cfg["config"]["action_labels"]["twist"]
     (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"moae\.encoders\.twist\.weight"):
         AstraWorldModel.from_pretrained(folder)
