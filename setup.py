@@ -27,6 +27,12 @@ setup(
     entry_points={
         "console_scripts": [
             "astra-rollout = astra_model.rollout_cli:main",
+            "astra-world-model = astra_ros.world_model_node:main",
+            "world_model_node = astra_ros.world_model_node:main",
+            "astra-eval = astra_ros.bag_eval:main",
+            "astra-bag-play = astra_ros.bag_play:main",
+            "astra-datagen = astra_ros.datagen:main",
+            "astra-train = astra_model.train:main",
         ],
     },
 )
