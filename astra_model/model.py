@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
 
@@ -76,6 +77,8 @@ class AstraWorldModel(nn.Module):
         self.register_buffer("default_text_embeds", torch.zeros(config.text_len, config.backbone["text_dim"]))
         # Optional uint8 [H, W, 3] frame a rollout starts from when the user gives none (saved with the model).
         self.seed_frame: np.ndarray | None = None
+        # Recompute block activations in backward instead of storing them (set by the trainer on GPUs).
+        self.gradient_checkpointing = False
         self.reset_adapters()
         self.history_embedder.init_from_patch_embedding(self.backbone.patch_embedding)
         self.set_trainable()
@@ -206,9 +209,11 @@ class AstraWorldModel(nn.Module):
                 if hist_stream is not None:
                     hist_stream.action = self.moae.block_embedding(i, routed[1])
             cached = kv_cache.layers[i] if use_cache else None
-            chunk_stream.x, hist_x, kv = astra_block(
-                block, adapter, chunk_stream, hist_stream, context, block_causal, cached
-            )
+            args = (block, adapter, chunk_stream, hist_stream, context, block_causal, cached)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                chunk_stream.x, hist_x, kv = torch.utils.checkpoint.checkpoint(astra_block, *args, use_reentrant=False)
+            else:
+                chunk_stream.x, hist_x, kv = astra_block(*args)
             if hist_stream is not None:
                 hist_stream.x = hist_x
             new_cache.append(kv)

@@ -59,6 +59,7 @@ def flow_matching_loss(
     generator: torch.Generator | None = None,
     noise_augmentation: bool = True,
     action_dropout: bool = True,
+    forward: torch.nn.Module | None = None,
 ) -> LossTerms:
     """Astra's training loss on a batch of chunks.
 
@@ -66,6 +67,7 @@ def flow_matching_loss(
         target_latents: clean latents `[B, C, F, h, w]` of the chunk to generate.
         history: clean history latents of the same samples.
         actions: modality -> `[B, F * temporal_ratio, D]` per-video-frame actions.
+        forward: the module to call, when `model` is wrapped (e.g. DistributedDataParallel).
     """
     cfg = model.config
     b = target_latents.shape[0]
@@ -78,7 +80,7 @@ def flow_matching_loss(
     mask = None
     if actions and action_dropout:
         mask = (torch.rand(b, generator=generator) >= cfg.action_dropout).to(target_latents.device)
-    out = model(noisy, sigma * 1000, actions, history, action_mask=mask)
+    out = (forward or model)(noisy, sigma * 1000, actions, history, action_mask=mask)
     flow = torch.nn.functional.mse_loss(out.velocity.float(), (noise - target_latents).float())
     total = flow + cfg.moae.load_balance_weight * out.load_balance_loss
     return LossTerms(total, flow, out.load_balance_loss)

@@ -1,0 +1,111 @@
+"""Training data on the latent side: video episodes encoded once by the VAE, cut into history + chunk clips.
+
+An episode is uint8 frames `[T, H, W, 3]` with, per modality, the action that *produced* each frame
+(`[T, D]`; row 0 is never used). Latents are cached on disk keyed by the episode content and the VAE
+weights, so epochs after the first are cheap. A clip is what one rollout step sees: the latent frames
+before `j0` as history (true indices, trimmed to the memory layout) and latents `j0 .. j0+F-1` as target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import AstraConfig
+from .history import History
+from .vae import VAEStream, frames_to_video
+
+
+@dataclass
+class VideoEpisode:
+    """Frames and the actions that produced them; `modality` is the episode's action type."""
+
+    frames: np.ndarray
+    actions: dict[str, np.ndarray]
+    name: str
+
+
+def produced_by(actions_at_frames: np.ndarray) -> np.ndarray:
+    """Shift zero-order-hold samples so row t is the command that produced frame t (issued at frame t-1)."""
+    out = np.empty_like(actions_at_frames)
+    out[1:] = actions_at_frames[:-1]
+    out[0] = actions_at_frames[0]
+    return out
+
+
+def _fingerprint(*arrays: np.ndarray | torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a).tobytes())
+    return digest.hexdigest()[:20]
+
+
+@dataclass
+class LatentEpisode:
+    latents: torch.Tensor  # [C, L, h, w]
+    actions: dict[str, torch.Tensor]  # per video frame [1 + 4 (L - 1), D]
+    name: str
+
+
+class LatentClips:
+    """Episodes as cached VAE latents, sampled as training clips."""
+
+    def __init__(self, episodes: list[VideoEpisode], vae, config: AstraConfig, cache_dir: str | Path | None) -> None:
+        self.config = config
+        vae_key = _fingerprint(*vae.state_dict().values())
+        self.episodes = [self._encode(ep, vae, cache_dir, vae_key) for ep in episodes]
+        shortest = min(ep.latents.shape[1] for ep in self.episodes)
+        if shortest < 1 + config.chunk_latent_frames:
+            raise ValueError(
+                f"episodes need at least {1 + config.chunk_latent_frames} latent frames, shortest has {shortest}"
+            )
+
+    def _encode(self, ep: VideoEpisode, vae, cache_dir, vae_key: str) -> LatentEpisode:
+        ratio = self.config.temporal_ratio
+        usable = 1 + ratio * ((len(ep.frames) - 1) // ratio)
+        frames = ep.frames[:usable]
+        path = Path(cache_dir) / f"{_fingerprint(frames)}-{vae_key}.safetensors" if cache_dir else None
+        if path is not None and path.is_file():
+            latents = load_file(str(path))["latents"]
+        else:
+            with torch.no_grad():
+                latents = VAEStream(vae).encode(frames_to_video(torch.from_numpy(frames)[None]))[0].float()
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                save_file({"latents": latents.contiguous()}, str(path))
+        actions = {k: torch.from_numpy(v[:usable]).float() for k, v in ep.actions.items()}
+        return LatentEpisode(latents, actions, ep.name)
+
+    def modalities(self) -> list[str]:
+        return sorted({m for ep in self.episodes for m in ep.actions})
+
+    def sample(
+        self, batch: int, modality: str, rng: np.random.Generator
+    ) -> tuple[History, torch.Tensor, dict[str, torch.Tensor]]:
+        """A batch of clips from episodes of `modality`: (history, target `[B, C, F, h, w]`, actions)."""
+        pool = [ep for ep in self.episodes if modality in ep.actions]
+        if not pool:
+            raise ValueError(f"no episode has actions of modality {modality!r}")
+        chosen = [pool[i] for i in rng.integers(0, len(pool), size=batch)]
+        f, ratio = self.config.chunk_latent_frames, self.config.temporal_ratio
+        j0 = int(rng.integers(1, min(ep.latents.shape[1] for ep in chosen) - f + 1))
+        history = History.from_latents(torch.stack([ep.latents[:, :j0] for ep in chosen])).trimmed(self.config.history)
+        target = torch.stack([ep.latents[:, j0 : j0 + f] for ep in chosen])
+        first = 1 + ratio * (j0 - 1)  # first video frame of latent frame j0
+        acts = torch.stack([ep.actions[modality][first : first + f * ratio] for ep in chosen])
+        return history, target, {modality: acts}
+
+
+def random_frame_clips(episodes: list[VideoEpisode], batch: int, frames: int, rng: np.random.Generator) -> torch.Tensor:
+    """Random `[B, 3, frames, H, W]` video clips in [-1, 1] (for VAE training)."""
+    clips = []
+    for i in rng.integers(0, len(episodes), size=batch):
+        ep = episodes[i].frames
+        s = int(rng.integers(0, len(ep) - frames + 1))
+        clips.append(torch.from_numpy(ep[s : s + frames]))
+    return frames_to_video(torch.stack(clips))

@@ -1,0 +1,355 @@
+"""`astra-train` / `python -m astra_model.train CONFIG.yaml`: train Astra in the paper's stages.
+
+Stages (one YAML config each, see `config/train_*.yaml`):
+
+1. `vae`: train a Wan VAE (`AutoencoderKLWan` config) on the frames; afterwards its latent statistics
+   are measured and stored in its config, so latents are normalised for diffusion.
+2. `backbone`: pretrain the Wan transformer action-free as a video continuation model (with the
+   history embedders), on the stage-1 VAE's latents.
+3. `astra`: freeze the backbone and train ACT-Adapters, self-attention, history embedders and MoAE with
+   flow matching, noise-augmented history and action dropout, all domains mixed (one micro-batch per
+   modality per optimiser step). `ablation:` trains the paper's ablations with the same budget.
+
+Every stage resumes from its latest checkpoint (`--resume`), shows tqdm progress, logs TensorBoard
+scalars, writes safetensors checkpoints, evaluates periodically on held-out episodes, uses bf16 autocast
+and gradient checkpointing when a GPU is present, and runs data-parallel under `torchrun` (DDP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from diffusers import AutoencoderKLWan
+from safetensors.torch import load_file, save_file
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from .config import AstraConfig
+from .data import LatentClips, VideoEpisode, random_frame_clips
+from .model import AstraWorldModel
+from .training import flow_matching_loss
+
+ABLATIONS = ("no_noise_aug", "no_afg", "shared_expert")
+
+
+@dataclass
+class DataConfig:
+    train: list[str]
+    val: list[str]
+    image_topic: str = "/camera/image_raw"
+    action_topics: dict[str, str] = field(default_factory=dict)
+    joint_names: list[str] | None = None
+    cache_dir: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """One stage's training run (the YAML file's fields)."""
+
+    stage: str
+    out_dir: str
+    data: DataConfig
+    model: dict[str, Any] = field(default_factory=dict)  # AstraConfig: preset name + overrides
+    init_from: str | None = None  # previous stage's output folder
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 200
+    save_every: int = 200
+    seed: int = 0
+    ablation: str | None = None
+    vae_clip_frames: int = 5
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+        """Read a stage YAML; `overrides` replace its top-level fields."""
+        data = {**yaml.safe_load(Path(path).read_text()), **(overrides or {})}
+        data["data"] = DataConfig(**data["data"])
+        cfg = cls(**data)
+        if cfg.stage not in ("vae", "backbone", "astra"):
+            raise ValueError(f"{path}: stage must be vae, backbone or astra, got {cfg.stage!r}")
+        if cfg.ablation is not None and cfg.ablation not in ABLATIONS:
+            raise ValueError(f"{path}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
+        return cfg
+
+
+# -- distributed -------------------------------------------------------------------------------------
+def init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1:
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+# -- stages ------------------------------------------------------------------------------------------
+@dataclass
+class Stage:
+    """What the shared loop needs from a stage."""
+
+    module: torch.nn.Module  # holds every trained parameter
+    net: torch.nn.Module  # what the loss calls: `module`, or its DDP wrapper
+    loss: Callable[[np.random.Generator, torch.Generator], dict[str, torch.Tensor]]
+    evaluate: Callable[[], dict[str, float]]
+    save_final: Callable[[Path], None]
+
+
+def _model_config(cfg: TrainConfig) -> AstraConfig:
+    overrides = dict(cfg.model)
+    base = AstraConfig.preset(overrides.pop("preset", "tiny"))
+    return base.replace(**overrides)
+
+
+def _apply_ablation(config: AstraConfig, ablation: str | None) -> AstraConfig:
+    if ablation == "no_afg":
+        return config.replace(action_dropout=0.0, sampler={"guidance_scale": 0.0})
+    if ablation == "shared_expert":
+        # One expert per block shared by every modality; the input projections stay per modality
+        # because their widths differ.
+        return config.replace(moae={"num_experts": 1, "top_k": 1, "routing": "modality", "modality_experts": None})
+    return config
+
+
+def vae_stage(cfg: TrainConfig, train_eps: list[VideoEpisode], val_eps: list[VideoEpisode], device, wrap) -> Stage:
+    config = _model_config(cfg)
+    vae = AutoencoderKLWan(**config.vae).to(device).train()
+    net = wrap(vae)
+
+    def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        # Deterministic autoencoding (posterior mode): the diffusion model only ever sees posterior means,
+        # and the measured latent statistics normalise their scale.
+        clip = random_frame_clips(train_eps, cfg.batch_size, cfg.vae_clip_frames, rng).to(device)
+        recon = net(clip).sample
+        rec = torch.nn.functional.l1_loss(recon, clip) + torch.nn.functional.mse_loss(recon, clip)
+        return {"total": rec, "recon": rec}
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, float]:
+        rng = np.random.default_rng(1234)
+        clip = random_frame_clips(val_eps, 8, cfg.vae_clip_frames, rng).to(device)
+        recon = vae.decode(vae.encode(clip).latent_dist.mode()).sample
+        mse = torch.nn.functional.mse_loss((recon + 1) / 2, (clip + 1) / 2).item()
+        return {"psnr": 10 * math.log10(1.0 / max(mse, 1e-12))}
+
+    def save_final(path: Path) -> None:
+        set_latent_statistics(vae, train_eps)
+        vae.save_pretrained(path)
+
+    return Stage(vae, net, loss, evaluate, save_final)
+
+
+@torch.no_grad()
+def set_latent_statistics(vae: AutoencoderKLWan, episodes: list[VideoEpisode], clips: int = 32) -> None:
+    """Store the per-channel mean/std of the posterior means, so normalised latents are ~N(0, 1)."""
+    vae.eval()
+    rng = np.random.default_rng(0)
+    device = next(vae.parameters()).device
+    mus = [vae.encode(random_frame_clips(episodes, 4, 5, rng).to(device)).latent_dist.mode() for _ in range(clips // 4)]
+    mu = torch.cat(mus, dim=0).transpose(0, 1).flatten(1)
+    vae.register_to_config(latents_mean=mu.mean(1).tolist(), latents_std=mu.std(1).clamp_min(1e-3).tolist())
+
+
+def _load_vae(path: str | Path) -> AutoencoderKLWan:
+    folder = Path(path)
+    return AutoencoderKLWan.from_pretrained(folder / "vae" if (folder / "vae").is_dir() else folder)
+
+
+def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
+    if cfg.stage == "backbone":
+        vae = _load_vae(cfg.init_from)
+        config = _model_config(cfg).replace(vae={k: v for k, v in vae.config.items() if not k.startswith("_")})
+        model = AstraWorldModel(config, vae=vae)
+        # Action-free video continuation: the whole transformer and the history embedders learn.
+        model.requires_grad_(False)
+        model.backbone.requires_grad_(True)
+        model.history_embedder.requires_grad_(True)
+    else:
+        base = AstraWorldModel.from_pretrained(cfg.init_from)
+        config = _apply_ablation(base.config.replace(**cfg.model), cfg.ablation)
+        model = AstraWorldModel(config, backbone=base.backbone, vae=base.vae)
+        model.history_embedder.load_state_dict(base.history_embedder.state_dict())
+        model.set_trainable()
+    model.seed_frame = train_eps[0].frames[0]
+    model.to(device).train()
+    if device.type == "cuda":
+        model.gradient_checkpointing = True
+    net = wrap(model)
+    clips = LatentClips(train_eps, model.vae, config, cfg.data.cache_dir)
+    val_clips = LatentClips(val_eps, model.vae, config, cfg.data.cache_dir)
+    modalities = clips.modalities() if cfg.stage == "astra" else [None]
+    use_aug = cfg.ablation != "no_noise_aug"
+
+    def batch_loss(data: LatentClips, modality, rng, gen):
+        history, target, actions = data.sample(cfg.batch_size, modality or data.modalities()[0], rng)
+        history.latents = history.latents.to(device)
+        acts = {k: v.to(device) for k, v in actions.items()} if modality else None
+        return flow_matching_loss(model, target.to(device), history, acts, gen, noise_augmentation=use_aug, forward=net)
+
+    def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        terms = [batch_loss(clips, m, rng, gen) for m in modalities]
+        return {
+            "total": sum(t.total for t in terms) / len(terms),
+            "flow": sum(t.flow for t in terms) / len(terms),
+            "load_balance": sum(t.load_balance for t in terms) / len(terms),
+        }
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, float]:
+        rng, gen = np.random.default_rng(1234), torch.Generator().manual_seed(1234)
+        losses = [batch_loss(val_clips, m, rng, gen).flow.item() for m in modalities for _ in range(4)]
+        return {"val_flow": float(np.mean(losses))}
+
+    return Stage(model, net, loss, evaluate, lambda path: model.save_pretrained(path))
+
+
+# -- the shared loop ---------------------------------------------------------------------------------
+def _trainable(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in module.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(directory: Path, module, optimizer, step: int, rng: np.random.Generator, gen) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {n: p.detach().cpu().contiguous() for n, p in _trainable(module).items()},
+        str(directory / "trainable.safetensors"),
+    )
+    torch.save({"optimizer": optimizer.state_dict(), "torch_rng": gen.get_state()}, directory / "optimizer.pt")
+    (directory / "state.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state}))
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    found = sorted((out_dir / "checkpoints").glob("step_*"))
+    return found[-1] if found else None
+
+
+def load_checkpoint(directory: Path, module, optimizer, rng: np.random.Generator, gen) -> int:
+    weights = load_file(str(directory / "trainable.safetensors"))
+    params = _trainable(module)
+    if set(weights) != set(params):
+        raise ValueError(f"{directory}: checkpoint parameters do not match this stage's trainable parameters")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    extra = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(extra["optimizer"])
+    gen.set_state(extra["torch_rng"])
+    state = json.loads((directory / "state.json").read_text())
+    rng.bit_generator.state = state["numpy_rng"]
+    return int(state["step"])
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    rank, world, device = init_distributed()
+    torch.manual_seed(cfg.seed + rank)
+    out = Path(cfg.out_dir)
+    train_eps, val_eps = _load_episodes(cfg)
+    build = vae_stage if cfg.stage == "vae" else world_model_stage
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        if world == 1:
+            return module
+        return torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
+
+    stage = build(cfg, train_eps, val_eps, device, wrap)
+    params = list(_trainable(stage.module).values())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng, gen = np.random.default_rng(cfg.seed + rank), torch.Generator().manual_seed(cfg.seed + rank)
+    step = 0
+    if resume and (ckpt := latest_checkpoint(out)) is not None:
+        step = load_checkpoint(ckpt, stage.module, optimizer, rng, gen)
+        print(f"resumed from {ckpt} at step {step}")
+    writer = SummaryWriter(str(out / "tb")) if rank == 0 else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    progress = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc=cfg.stage, disable=rank != 0)
+    for step in progress:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        with autocast:
+            terms = stage.loss(rng, gen)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        if rank == 0:
+            _log(writer, progress, step + 1, cfg, terms, grad_norm, stage, optimizer)
+            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+                save_checkpoint(
+                    out / "checkpoints" / f"step_{step + 1:07d}", stage.module, optimizer, step + 1, rng, gen
+                )
+    if rank == 0:
+        stage.module.eval()
+        stage.save_final(out / "final")
+        writer.close()
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return out / "final"
+
+
+def _log(writer, progress, step: int, cfg: TrainConfig, terms, grad_norm, stage: Stage, optimizer) -> None:
+    if step % cfg.log_every == 0:
+        for name, value in terms.items():
+            writer.add_scalar(f"train/{name}", float(value), step)
+        writer.add_scalar("train/grad_norm", float(grad_norm), step)
+        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+        progress.set_postfix(loss=f"{float(terms['total']):.4f}")
+    if step % cfg.eval_every == 0 or step == cfg.steps:
+        stage.module.eval()
+        for name, value in stage.evaluate().items():
+            writer.add_scalar(f"eval/{name}", value, step)
+            progress.write(f"step {step}: eval {name} = {value:.4f}")
+        stage.module.train()
+
+
+def _load_episodes(cfg: TrainConfig) -> tuple[list[VideoEpisode], list[VideoEpisode]]:
+    # Bag reading lives with the ROS tools (rosbags, no rclpy); astra_model itself needs no ROS.
+    from astra_ros.dataset import load_bag_episodes
+
+    d = cfg.data
+    return (
+        load_bag_episodes(d.train, d.image_topic, d.action_topics, d.joint_names),
+        load_bag_episodes(d.val, d.image_topic, d.action_topics, d.joint_names),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train a stage of Astra (vae, backbone, astra).")
+    parser.add_argument("config", help="stage config YAML (see config/train_*.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override top-level fields")
+    args = parser.parse_args(argv)
+    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    cfg = TrainConfig.load(args.config, overrides)
+    final = train(cfg, resume=args.resume)
+    print(f"stage {cfg.stage} done: {final}")
+
+
+if __name__ == "__main__":
+    main()
