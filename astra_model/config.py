@@ -76,21 +76,26 @@ class SamplerConfig:
     guidance_scale: float = 2.0
 
 
-def _tiny_backbone() -> dict[str, Any]:
+def _wan_backbone(heads: int, head_dim: int, text_dim: int, freq_dim: int, ffn_dim: int, layers: int) -> dict[str, Any]:
+    """`WanTransformer3DModel` kwargs of a Wan 2.1 text-to-video transformer of the given size."""
     return {
         "patch_size": [1, 2, 2],
-        "num_attention_heads": 2,
-        "attention_head_dim": 32,
+        "num_attention_heads": heads,
+        "attention_head_dim": head_dim,
         "in_channels": 16,
         "out_channels": 16,
-        "text_dim": 32,
-        "freq_dim": 64,
-        "ffn_dim": 128,
-        "num_layers": 2,
+        "text_dim": text_dim,
+        "freq_dim": freq_dim,
+        "ffn_dim": ffn_dim,
+        "num_layers": layers,
         "cross_attn_norm": True,
         "qk_norm": "rms_norm_across_heads",
         "eps": 1e-6,
     }
+
+
+def _tiny_backbone() -> dict[str, Any]:
+    return _wan_backbone(heads=2, head_dim=32, text_dim=32, freq_dim=64, ffn_dim=128, layers=2)
 
 
 def _tiny_vae() -> dict[str, Any]:
@@ -107,20 +112,7 @@ def _tiny_vae() -> dict[str, Any]:
 
 
 def _wan13b_backbone() -> dict[str, Any]:
-    return {
-        "patch_size": [1, 2, 2],
-        "num_attention_heads": 12,
-        "attention_head_dim": 128,
-        "in_channels": 16,
-        "out_channels": 16,
-        "text_dim": 4096,
-        "freq_dim": 256,
-        "ffn_dim": 8960,
-        "num_layers": 30,
-        "cross_attn_norm": True,
-        "qk_norm": "rms_norm_across_heads",
-        "eps": 1e-6,
-    }
+    return _wan_backbone(heads=12, head_dim=128, text_dim=4096, freq_dim=256, ffn_dim=8960, layers=30)
 
 
 def _wan_vae() -> dict[str, Any]:
