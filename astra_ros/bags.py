@@ -382,7 +382,9 @@ def _action_decoder(modality: str, joint_names: Sequence[str] | None) -> Callabl
 
 
 @contextmanager
-def _open_bag(path: Path) -> Iterator[AnyReader]:
+def open_bag(path: str | Path) -> Iterator[AnyReader]:
+    """An open ``AnyReader`` on a bag folder or file; failures become a ``BagError`` naming the bag."""
+    path = Path(path)
     if not path.exists():
         raise BagError(f"bag {path} does not exist")
     try:
@@ -390,6 +392,12 @@ def _open_bag(path: Path) -> Iterator[AnyReader]:
             yield reader
     except _BAG_READ_ERRORS as err:
         raise BagError(f"cannot read bag {path}: {err}") from err
+
+
+def bag_topics(path: str | Path) -> dict[str, str]:
+    """Topic -> message type of every topic in a bag."""
+    with open_bag(path) as reader:
+        return {topic: str(info.msgtype) for topic, info in sorted(reader.topics.items())}
 
 
 def _read_topics(
@@ -400,7 +408,7 @@ def _read_topics(
 ) -> dict[str, _TopicSamples]:
     """One pass over the bag, decoding each requested topic's messages in bag (log-time) order."""
     samples = {topic: _TopicSamples(topic) for topic in expected_types}
-    with _open_bag(path) as reader:
+    with open_bag(path) as reader:
         connections = _topic_connections(reader, path, expected_types)
         for connection, log_ns, raw in reader.messages(connections=connections):
             topic_samples = samples[connection.topic]

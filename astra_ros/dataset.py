@@ -11,11 +11,9 @@ import glob
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from rosbags.highlevel import AnyReader
-
 from astra_model.data import VideoEpisode, produced_by
 
-from .bags import BagError, read_episode
+from .bags import BagError, bag_topics, read_episode
 
 
 def expand_bags(patterns: Sequence[str]) -> list[Path]:
@@ -24,14 +22,6 @@ def expand_bags(patterns: Sequence[str]) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no bags match {list(patterns)}")
     return paths
-
-
-def bag_topics(path: Path) -> set[str]:
-    try:
-        with AnyReader([path]) as reader:
-            return {c.topic for c in reader.connections}
-    except Exception as err:  # rosbags raises its own error types per storage backend
-        raise BagError(f"bag {path}: unreadable ({err})") from err
 
 
 def load_bag_episodes(
