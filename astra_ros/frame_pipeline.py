@@ -1,0 +1,434 @@
+"""Frame pipeline of the world-model node: model time, action channels and the inference thread.
+
+Nothing here imports rclpy, so the timing logic can be reasoned about (and reused) on its own.
+
+Timing, with F video frames per chunk, T = 1 / frame_rate and L the time one chunk takes to compute:
+
+- A publisher timer pops one frame every T from a bounded queue (at most 2F frames), so the
+  published rate is steady as long as L < F*T.
+- The inference thread plans chunk k+1 as soon as the queue holds no more than F frames: when the
+  last frame of chunk k-1 has gone out and chunk k is about to. So the next chunk is computed
+  while the current one is published.
+- Chunk k+1's actions are sampled at its frame times in model time, which lie (F+1)*T to 2F*T
+  after the planning moment; commands arriving after that moment cannot be in it. Plans happen
+  every F*T, so a command first shows in a published frame (F+1)*T to (2F+1)*T after it is
+  accepted, (1.5F+1)*T on average. With F=8 at 10 fps: 0.9 to 1.7 s. A model slower than real
+  time (L > F*T) computes back to back instead, and the latency grows to between L+T and 2L+T.
+- ``/clock`` mode does not change this in frames; in model time the latency is the same number
+  of frame periods.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from astra_ros.action_conversion import neutral_action
+from astra_ros.resample import ZeroOrderHold
+
+# Commands kept per modality: a burst far above the frame rate only needs the latest few.
+ACTION_HISTORY = 64
+# Chunks whose timing is kept for diagnostics and benchmarks.
+CHUNK_RECORDS = 256
+# Pause after a failed chunk before retrying, so a persistent failure cannot spin a CPU core.
+ERROR_BACKOFF_S = 1.0
+# Publish times kept for the measured frame rate.
+RATE_WINDOW = 64
+
+
+class ModelClock:
+    """Model time in nanoseconds: what frame stamps, command stamps and ``/clock`` are measured in.
+
+    Args:
+        simulated: True: model time starts at 0 and advances by one frame period per published
+            frame, so a model slower than real time slows time down for everyone on ``/clock``.
+            False: model time is ROS time (``ros_now``).
+        ros_now: the node's ROS time in nanoseconds.
+    """
+
+    def __init__(self, simulated: bool, ros_now: Callable[[], int]) -> None:
+        self.simulated = simulated
+        self._ros_now = ros_now
+        self._last_stamp: int | None = None
+        self._lock = threading.Lock()
+
+    def now_ns(self) -> int:
+        if not self.simulated:
+            return self._ros_now()
+        with self._lock:
+            return self._last_stamp or 0
+
+    def stamp_next_frame(self, period_ns: int) -> int:
+        """Model time of the frame published now."""
+        with self._lock:
+            last = self._last_stamp
+            stamp = self._simulated_stamp(last, period_ns) if self.simulated else self._wall_stamp(last, period_ns)
+            self._last_stamp = stamp
+            return stamp
+
+    @staticmethod
+    def _simulated_stamp(last: int | None, period_ns: int) -> int:
+        return 0 if last is None else last + period_ns
+
+    def _wall_stamp(self, last: int | None, period_ns: int) -> int:
+        # Regular stamps while publishing keeps pace; after a pause or an underrun the stamps jump
+        # to the present instead of drifting further behind real time.
+        now = self._ros_now()
+        if last is None:
+            return now
+        expected = last + period_ns
+        stamp = expected if abs(now - expected) <= period_ns // 2 else now
+        return max(stamp, last + 1)
+
+
+class ActionChannel:
+    """Zero-order hold of one action modality's commands, sampled onto a chunk's frame times.
+
+    - twist is a rate command: when its newest command is older than ``timeout_ns`` at planning
+      time, the whole chunk gets the neutral (zero) twist. The age is taken at planning time rather
+      than at each frame time because the frames lie up to two chunks ahead: a live command stream
+      would otherwise always look stale by the time its frames are shown.
+    - joints and camera_pose are absolute targets: they hold their last value; going back to a
+      neutral pose after a timeout would teleport the robot or the camera.
+    - Before the first command twist and camera_pose are neutral (no motion, the start pose);
+      joints are left out, since zero angles are a real configuration that need not match the scene.
+
+    All methods are thread-safe: subscriptions push while the inference thread samples.
+    """
+
+    def __init__(self, modality: str, dim: int, timeout_ns: int | None) -> None:
+        self.modality = modality
+        self.dim = dim
+        self.neutral = neutral_action(modality, dim)
+        self._timeout_ns = timeout_ns if modality == "twist" else None
+        self._lock = threading.Lock()
+        self._zoh = self._new_hold()
+
+    def _new_hold(self) -> ZeroOrderHold:
+        return ZeroOrderHold(self.neutral, timeout_ns=None, max_history=ACTION_HISTORY)
+
+    @property
+    def last_stamp_ns(self) -> int | None:
+        with self._lock:
+            return self._zoh.last_stamp_ns
+
+    def push(self, stamp_ns: int, value: np.ndarray) -> None:
+        """Add a command; raises ``resample.OutOfOrderError`` if it is older than the newest one."""
+        with self._lock:
+            self._zoh.push(stamp_ns, value)
+
+    def clear(self) -> None:
+        """Forget all commands (a reset starts a new episode)."""
+        with self._lock:
+            self._zoh = self._new_hold()
+
+    def sample(self, times_ns: list[int], now_ns: int) -> np.ndarray | None:
+        """``[len(times_ns), dim]`` float32 actions at the given frame times, or None to leave it out."""
+        with self._lock:
+            last = self._zoh.last_stamp_ns
+            if last is None and self.modality == "joints":
+                return None
+            if last is None or not self._alive(last, now_ns):
+                return np.tile(self.neutral, (len(times_ns), 1))
+            return np.stack([self._zoh.sample(t) for t in times_ns])
+
+    def _alive(self, last_ns: int, now_ns: int) -> bool:
+        return self._timeout_ns is None or now_ns - last_ns <= self._timeout_ns
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """Timing of one computed chunk."""
+
+    step: int  # rollout step of the chunk since the last restart (0 = first chunk)
+    first_frame: int  # pipeline-wide number of its first frame (never reset)
+    planned_ns: int  # model time at which its actions were sampled
+    planned_monotonic: float  # time.monotonic() at that moment
+    latency_s: float  # time session.step took
+
+
+# planner(frame_times_ns, now_ns) -> actions for session.step
+Planner = Callable[[list[int], int], dict[str, np.ndarray]]
+# sampler_settings() -> keyword arguments for session.step (guidance_scale, steps)
+SamplerSettings = Callable[[], dict[str, Any]]
+
+
+class FramePipeline:
+    """Runs a rollout session in a thread of its own and queues its frames for a publisher.
+
+    Args:
+        session: the live ``RolloutSession``.
+        first_frame: uint8 ``[H, W, 3]`` frame the session started from.
+        clock: model time.
+        period_ns: current frame period (may change at run time).
+        planner: samples the actions of the next chunk.
+        sampler_settings: current sampling settings.
+        on_error: called with the exception of a failed chunk (the thread carries on).
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        first_frame: np.ndarray,
+        clock: ModelClock,
+        period_ns: Callable[[], int],
+        planner: Planner,
+        sampler_settings: SamplerSettings,
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        self._session = session
+        self._last_frame = first_frame
+        self._clock = clock
+        self._period_ns = period_ns
+        self._planner = planner
+        self._sampler_settings = sampler_settings
+        self._on_error = on_error
+        self.frames_per_chunk: int = session.frames_per_step
+        # Lock order: _session_lock, then _cond. _session_lock is held while a chunk is computed.
+        self._session_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: collections.deque[np.ndarray] = collections.deque()
+        self._paused = False
+        self._stopping = False
+        self._frames_out = 0
+        self._frames_since_restart = 0
+        self._publish_times: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
+        self._records: collections.deque[ChunkRecord] = collections.deque(maxlen=CHUNK_RECORDS)
+        self.last_error: str = ""
+        self._thread = threading.Thread(target=self._run, name="astra-inference", daemon=True)
+
+    # -- control -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float) -> bool:
+        """Stop the inference thread after its current chunk; True if it ended within ``timeout_s``."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def set_paused(self, paused: bool) -> None:
+        with self._cond:
+            self._paused = paused
+            self._cond.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def restart(self, session: Any, first_frame: np.ndarray) -> None:
+        """Continue from a new session: frames queued from the old one are dropped."""
+        with self._session_lock, self._cond:
+            self._session = session
+            self._last_frame = first_frame
+            self._queue.clear()
+            self._frames_since_restart = 0
+            self._cond.notify_all()
+
+    def fork(self, n: int) -> tuple[Any, np.ndarray]:
+        """``n`` branches of the live session, and the last frame they continue from.
+
+        The branches start where the inference thread has got to, i.e. after the queued frames,
+        up to two chunks ahead of the frame being published.
+        """
+        with self._session_lock:
+            return self._session.fork(n), self._last_frame
+
+    # -- publisher side ------------------------------------------------------------------------------
+    def pop(self) -> np.ndarray | None:
+        """Next frame to publish, or None while paused or when the model has not kept up."""
+        with self._cond:
+            if self._paused or not self._queue:
+                return None
+            frame = self._queue.popleft()
+            self._frames_out += 1
+            self._frames_since_restart += 1
+            self._publish_times.append(time.monotonic())
+            self._cond.notify_all()
+            return frame
+
+    # -- statistics ----------------------------------------------------------------------------------
+    @property
+    def frames_out(self) -> int:
+        """Frames popped since the pipeline started (the number the next popped frame gets)."""
+        return self._frames_out
+
+    @property
+    def frames_since_restart(self) -> int:
+        return self._frames_since_restart
+
+    @property
+    def step_count(self) -> int:
+        return self._session.step_count
+
+    @property
+    def history_length(self) -> int:
+        return self._session.history_length
+
+    def chunk_records(self) -> list[ChunkRecord]:
+        """Timing of the most recent chunks, oldest first."""
+        with self._cond:
+            return list(self._records)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def measured_rate(self, window_s: float) -> float:
+        """Frames per second popped over the last ``window_s`` (0 if fewer than two frames)."""
+        with self._cond:
+            horizon = time.monotonic() - window_s
+            recent = [t for t in self._publish_times if t >= horizon]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    # -- inference thread ----------------------------------------------------------------------------
+    def _may_compute(self) -> bool:
+        return self._stopping or (not self._paused and len(self._queue) <= self.frames_per_chunk)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(self._may_compute)
+                if self._stopping:
+                    return
+            try:
+                self._compute_chunk()
+            except Exception as err:  # a failed chunk must not end the simulator; it is reported
+                self.last_error = f"{type(err).__name__}: {err}"
+                self._on_error(err)
+                with self._cond:
+                    self._cond.wait_for(lambda: self._stopping, timeout=ERROR_BACKOFF_S)
+
+    def _compute_chunk(self) -> None:
+        with self._session_lock:
+            session = self._session
+            now = self._clock.now_ns()
+            period = self._period_ns()
+            ahead = len(self._queue) + 1
+            times = [now + (ahead + j) * period for j in range(self.frames_per_chunk)]
+            planned_monotonic = time.monotonic()
+            actions = self._planner(times, now)
+            start = time.perf_counter()
+            frames = session.step(actions, **self._sampler_settings())
+            latency = time.perf_counter() - start
+            with self._cond:
+                record = ChunkRecord(
+                    session.step_count - 1, self._frames_out + len(self._queue), now, planned_monotonic, latency
+                )
+                self._records.append(record)
+                self._queue.extend(frames)
+                self._last_frame = frames[-1]
+                self.last_error = ""
+                self._cond.notify_all()
+
+
+class ImagineRequestError(ValueError):
+    """An imagine request cannot be served; the message says why."""
+
+
+def candidate_actions(
+    candidates: Sequence[Any],
+    modalities: Mapping[str, int],
+    held: Mapping[str, np.ndarray],
+    frames_per_chunk: int,
+    max_candidates: int,
+    max_chunks: int,
+) -> tuple[dict[str, np.ndarray], int]:
+    """Stack imagined action plans into per-modality batches.
+
+    Args:
+        candidates: ``astra_msgs/ActionCandidate``-like objects (``sequences`` of ``modality``,
+            ``num_frames``, ``dim``, ``data``).
+        modalities: the model's modality dimensions.
+        held: ``[D]`` value of each modality now; it fills in for a candidate that leaves the
+            modality out.
+        frames_per_chunk: every sequence must span a positive multiple of this.
+        max_candidates, max_chunks: bounds on the batch, since all its frames are held in memory.
+
+    Returns:
+        (modality -> float32 ``[n, num_frames, D]``, num_frames).
+    """
+    if not 1 <= len(candidates) <= max_candidates:
+        raise ImagineRequestError(f"give 1 to {max_candidates} candidates, got {len(candidates)}")
+    plans = [_candidate_plan(i, candidate, modalities) for i, candidate in enumerate(candidates)]
+    lengths = {len(values) for plan in plans for values in plan.values()}
+    if len(lengths) != 1:
+        raise ImagineRequestError(
+            "every sequence of every candidate must span the same number of frames"
+            if lengths
+            else "the candidates give no action sequences: imagine needs num_frames from at least one"
+        )
+    num_frames = lengths.pop()
+    if num_frames % frames_per_chunk or not 1 <= num_frames // frames_per_chunk <= max_chunks:
+        raise ImagineRequestError(
+            f"num_frames must be a multiple of the model's {frames_per_chunk} frames per chunk, "
+            f"at most {max_chunks} chunks; got {num_frames}"
+        )
+    used = set(held) | {modality for plan in plans for modality in plan}
+    return {modality: _modality_batch(modality, plans, held, num_frames) for modality in sorted(used)}, num_frames
+
+
+def _candidate_plan(index: int, candidate: Any, modalities: Mapping[str, int]) -> dict[str, np.ndarray]:
+    plan: dict[str, np.ndarray] = {}
+    for sequence in candidate.sequences:
+        modality, frames, dim = str(sequence.modality), int(sequence.num_frames), int(sequence.dim)
+        where = f"candidate {index}, {modality!r}"
+        if modality not in modalities:
+            raise ImagineRequestError(f"{where}: the model has no such modality (it has {sorted(modalities)})")
+        if modality in plan:
+            raise ImagineRequestError(f"{where}: given twice")
+        if dim != modalities[modality]:
+            raise ImagineRequestError(f"{where}: dim is {dim}, the model's is {modalities[modality]}")
+        data = np.asarray(sequence.data, dtype=np.float32)
+        if data.size != frames * dim or frames == 0:
+            raise ImagineRequestError(f"{where}: {data.size} values do not fill num_frames x dim = {frames} x {dim}")
+        if not np.isfinite(data).all():
+            raise ImagineRequestError(f"{where}: contains NaN or infinite values")
+        plan[modality] = data.reshape(frames, dim)
+    return plan
+
+
+def _modality_batch(
+    modality: str, plans: list[dict[str, np.ndarray]], held: Mapping[str, np.ndarray], num_frames: int
+) -> np.ndarray:
+    rows = []
+    for index, plan in enumerate(plans):
+        if modality in plan:
+            rows.append(plan[modality])
+        elif modality in held:
+            rows.append(np.tile(held[modality], (num_frames, 1)))
+        else:
+            raise ImagineRequestError(
+                f"candidate {index} leaves out {modality!r} and there is no current command to hold"
+            )
+    return np.stack(rows).astype(np.float32)
+
+
+def roll_branches(
+    branch: Any, actions: Mapping[str, np.ndarray], num_frames: int, settings: Mapping[str, Any], last_only: bool
+) -> np.ndarray:
+    """Step a forked session through ``num_frames`` of batched actions.
+
+    Returns:
+        uint8 ``[n, num_frames, H, W, 3]``, or ``[n, 1, H, W, 3]`` with ``last_only`` (earlier
+        chunks are then not kept, to bound memory).
+    """
+    n, per_chunk = branch.batch_size, branch.frames_per_step
+    kept = []
+    for start in range(0, num_frames, per_chunk):
+        chunk = {modality: values[:, start : start + per_chunk] for modality, values in actions.items()}
+        frames = branch.step(chunk, **settings)
+        frames = frames.reshape(n, per_chunk, *frames.shape[-3:])  # a batch of one comes back unbatched
+        kept = [frames[:, -1:]] if last_only else [*kept, frames]
+    return np.concatenate(kept, axis=1)

@@ -1,0 +1,537 @@
+"""ROS 2 node that runs the Astra world model as a learned simulator.
+
+Policies, teleop and bag players drive it with ordinary ROS messages; it publishes what the camera
+would see. Run it with::
+
+    python -m astra_ros.world_model_node --ros-args --params-file config/world_model.yaml
+
+Topics (relative names, so they can be remapped):
+
+- subscribes ``cmd_vel`` (geometry_msgs/Twist), ``joint_command`` (sensor_msgs/JointState, matched
+  to the model's joints by name), ``camera_pose_cmd`` (geometry_msgs/PoseStamped, absolute pose),
+  each only when the model has that action modality; ``seed_image`` (sensor_msgs/Image) restarts
+  the rollout from a real frame of the rollout's size, keeping the commands in force.
+- publishes ``image`` (rgb8) and ``camera_info`` stamped in model time, ``status``
+  (astra_msgs/RolloutStatus), ``/diagnostics`` and, with ``publish_clock``, ``/clock``.
+
+Services: ``~/reset`` (astra_msgs/Reset: a new episode, earlier commands are forgotten), ``~/pause``
+and ``~/resume`` (std_srvs/Trigger: frames already computed stay queued), ``~/imagine``
+(astra_msgs/Imagine: roll candidate action plans forward from a fork of the live state; a modality a
+candidate leaves out is held at its current value).
+
+Parameters are described in :mod:`astra_ros.node_params` and ``config/world_model.yaml``.
+
+Commands are stamped with their header stamp (or, for Twist and zero stamps, the model time of
+arrival) and held by zero-order hold; see :mod:`astra_ros.frame_pipeline` for the threads, the
+frame queue and the action-to-frame latency they imply.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+import torch
+from astra_msgs.msg import RolloutStatus
+from astra_msgs.srv import Imagine, Reset
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, Twist
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.rcutils_logger import RcutilsLogger
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_srvs.srv import Trigger
+
+from astra_model import AstraWorldModel
+from astra_model.checkpoint import CheckpointError
+from astra_ros import demo_model_path, node_params
+from astra_ros.action_conversion import ActionConversionError, msg_to_action
+from astra_ros.frame_pipeline import (
+    ActionChannel,
+    FramePipeline,
+    ImagineRequestError,
+    ModelClock,
+    candidate_actions,
+    roll_branches,
+)
+from astra_ros.image_conversion import (
+    ImageConversionError,
+    image_msg_to_rgb,
+    rgb_to_image_msg,
+    stamp_to_ns,
+)
+from astra_ros.resample import OutOfOrderError
+
+NODE_NAME = "world_model_node"
+# modality -> (topic, message type)
+COMMAND_TOPICS: dict[str, tuple[str, type]] = {
+    "twist": ("cmd_vel", Twist),
+    "joints": ("joint_command", JointState),
+    "camera_pose": ("camera_pose_cmd", PoseStamped),
+}
+TOPIC_NAMES: tuple[str, ...] = (
+    *(topic for topic, _ in COMMAND_TOPICS.values()),
+    "seed_image",
+    "image",
+    "camera_info",
+    "status",
+)
+# 16-bit encodings are refused even though they convert: they are usually depth images on the wrong topic.
+SEED_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
+STATUS_PERIOD_S = 1.0
+RATE_WINDOW_S = 3.0
+WARN_THROTTLE_S = 2.0
+FUTURE_TOLERANCE_NS = 1_000_000_000
+EXECUTOR_THREADS = 6
+GREY = 128
+# Imagine return modes that keep only each candidate's last frame.
+IMAGINE_KEEP = (Imagine.Request.RETURN_LAST_FRAME, Imagine.Request.RETURN_SUMMARY)
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message says what to change."""
+
+
+class WorldModelNode(Node):
+    """The world model as a ROS 2 camera simulator; see the module docstring."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        node_params.declare(self, node_params.LOAD_PARAMS)
+        self.checkpoint = self._checkpoint_path()
+        self.model = self._load_model()
+        node_params.declare(self, (*node_params.model_params(self.model), *node_params.NODE_PARAMS))
+        self._check_chunk_size()
+        self.joint_names = self._joint_names()
+        self.channels = self._make_channels()
+        self.first_frame = self._default_first_frame()
+        self.frame_size: tuple[int, int] = self.first_frame.shape[:2]
+        self.clock = ModelClock(self._param("publish_clock"), lambda: self.get_clock().now().nanoseconds)
+        self.pipeline = FramePipeline(
+            self._start_session(self.first_frame, self._param("seed")),
+            self.first_frame,
+            self.clock,
+            self._period_ns,
+            self._plan,
+            self._sampler_settings,
+            self._on_chunk_error,
+        )
+        self._topic_loggers: dict[str, RcutilsLogger] = {}
+        self._first_frame_logged = False
+        self._make_publishers()
+        self._make_subscriptions()
+        self._make_services()
+        self._make_timers()
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+        self.pipeline.start()
+        self.get_logger().info(
+            f"simulating {self.checkpoint} at {self._param('frame_rate')} fps, "
+            f"{self.pipeline.frames_per_chunk} frames per chunk, frames {self.frame_size[0]}x{self.frame_size[1]}"
+        )
+
+    # -- start-up ------------------------------------------------------------------------------------
+    def _param(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _checkpoint_path(self) -> Path:
+        path = Path(self._param("checkpoint") or demo_model_path())
+        if not path.is_dir():
+            hint = "" if self._param("checkpoint") else "the demo model is not installed; "
+            raise StartupError(
+                f"model folder {path} does not exist: {hint}pass a model folder with "
+                "--ros-args -p checkpoint:=/path/to/model"
+            )
+        return path
+
+    def _load_model(self) -> AstraWorldModel:
+        device = self._param("device")
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise StartupError(f"device {device!r} asked for, but torch sees no CUDA device: use device:=cpu")
+        if self._param("num_threads"):
+            torch.set_num_threads(self._param("num_threads"))
+        try:
+            model = AstraWorldModel.from_pretrained(self.checkpoint, device=device)
+        except (CheckpointError, OSError) as err:
+            raise StartupError(f"cannot load the model: {err}") from err
+        return model.to(getattr(torch, self._param("dtype")))
+
+    def _check_chunk_size(self) -> None:
+        expected = self.model.config.chunk_latent_frames
+        if self._param("chunk_latent_frames") != expected:
+            raise StartupError(
+                f"chunk_latent_frames is a property of the model: {self.checkpoint} generates {expected} "
+                f"latent frames per chunk, not {self._param('chunk_latent_frames')}; drop that parameter"
+            )
+
+    def _joint_names(self) -> list[str] | None:
+        try:
+            names = self._param("joint_names")
+        except ParameterUninitializedException:
+            names = None
+        dim = self.model.config.modalities.get("joints")
+        if dim is not None and (not names or len(names) != dim):
+            raise StartupError(
+                f"the model's joints action has {dim} elements; set joint_names to their {dim} names "
+                f"in model order (got {names})"
+            )
+        return names
+
+    def _make_channels(self) -> dict[str, ActionChannel]:
+        timeout_s = self._param("action_timeout")
+        timeout_ns = int(timeout_s * 1e9) if timeout_s > 0 else None
+        channels = {}
+        for modality, dim in self.model.config.modalities.items():
+            if modality not in COMMAND_TOPICS:
+                self.get_logger().info(f"model modality {modality!r} has no command topic: it is left out")
+                continue
+            try:
+                channels[modality] = ActionChannel(modality, dim, timeout_ns)
+            except ActionConversionError as err:
+                raise StartupError(f"model modality {modality!r}: {err}") from err
+        return channels
+
+    def _default_first_frame(self) -> np.ndarray:
+        if self.model.seed_frame is not None:
+            return self.model.seed_frame
+        height, width = self._param("image_height"), self._param("image_width")
+        self.get_logger().info(f"the model has no seed frame: starting from a mid-grey {height}x{width} frame")
+        return np.full((height, width, 3), GREY, dtype=np.uint8)
+
+    def _start_session(self, frame: np.ndarray, seed: int) -> Any:
+        try:
+            return self.model.start(frame, seed=seed)
+        except ValueError as err:
+            raise StartupError(f"cannot start a rollout: {err}") from err
+
+    def _make_publishers(self) -> None:
+        image_qos = self._qos("image_qos")
+        self._image_pub = self.create_publisher(Image, "image", image_qos)
+        self._info_pub = self.create_publisher(CameraInfo, "camera_info", image_qos)
+        self._status_pub = self.create_publisher(RolloutStatus, "status", 10)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._clock_pub = self.create_publisher(ClockMsg, "/clock", 1) if self.clock.simulated else None
+
+    def _make_subscriptions(self) -> None:
+        commands = MutuallyExclusiveCallbackGroup()
+        topics = []
+        for modality, (topic, msg_type) in COMMAND_TOPICS.items():
+            if modality not in self.channels:
+                self.get_logger().info(f"the model has no {modality!r} action: not subscribing to {topic}")
+                continue
+            callback = functools.partial(self._on_command, modality, topic)
+            self.create_subscription(msg_type, topic, callback, self._qos("command_qos"), callback_group=commands)
+            topics.append(topic)
+        # Own group: a restart waits for the chunk in progress, commands must not wait with it.
+        seeds = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Image, "seed_image", self._on_seed_image, self._qos("image_qos"), callback_group=seeds)
+        # Messages refused per topic. All keys exist from the start, so the status timer can read the
+        # dict while subscription threads count.
+        self.rejected = dict.fromkeys([*topics, "seed_image"], 0)
+
+    def _make_services(self) -> None:
+        control = MutuallyExclusiveCallbackGroup()
+        self.create_service(Reset, "~/reset", self._on_reset, callback_group=control)
+        self.create_service(Trigger, "~/pause", functools.partial(self._on_pause, True), callback_group=control)
+        self.create_service(Trigger, "~/resume", functools.partial(self._on_pause, False), callback_group=control)
+        # Imagining takes whole chunks of compute: keep it off the other callbacks' threads.
+        imagine = MutuallyExclusiveCallbackGroup()
+        self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=imagine)
+
+    def _make_timers(self) -> None:
+        # Steady clock: with use_sim_time the ROS clock would follow the /clock this very timer drives.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._frame_timer = self.create_timer(
+            self._period_ns() / 1e9, self._publish_frame, MutuallyExclusiveCallbackGroup(), clock=steady
+        )
+        self.create_timer(STATUS_PERIOD_S, self._publish_status, MutuallyExclusiveCallbackGroup(), clock=steady)
+
+    def _qos(self, name: str) -> QoSProfile:
+        return qos_profile_sensor_data if self._param(name) == "sensor_data" else QoSProfile(depth=10)
+
+    # -- parameters ----------------------------------------------------------------------------------
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            reason = node_params.check_parameter(param.name, param.value)
+            if reason is not None:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    def _on_parameters_set(self, params: list[Parameter]) -> None:
+        if any(param.name == "frame_rate" for param in params):
+            self._frame_timer.timer_period_ns = self._period_ns()
+
+    def _period_ns(self) -> int:
+        return round(1e9 / self._param("frame_rate"))
+
+    def _sampler_settings(self) -> dict[str, Any]:
+        return {"guidance_scale": self._param("guidance_scale"), "steps": self._param("denoising_steps")}
+
+    # -- commands ------------------------------------------------------------------------------------
+    def _plan(self, times_ns: list[int], now_ns: int) -> dict[str, np.ndarray]:
+        sampled = {modality: channel.sample(times_ns, now_ns) for modality, channel in self.channels.items()}
+        return {modality: actions for modality, actions in sampled.items() if actions is not None}
+
+    def _on_command(self, modality: str, topic: str, msg: Any) -> None:
+        try:
+            value = msg_to_action(modality, msg, joint_names=self.joint_names)
+            self.channels[modality].push(self._command_stamp(topic, msg), value)
+        except (ActionConversionError, OutOfOrderError) as err:
+            self._reject(topic, str(err))
+
+    def _command_stamp(self, topic: str, msg: Any) -> int:
+        now = self.clock.now_ns()
+        header = getattr(msg, "header", None)
+        stamp = stamp_to_ns(header.stamp) if header is not None else 0
+        if stamp == 0:
+            return now
+        if stamp > now + FUTURE_TOLERANCE_NS:
+            self._topic_logger(topic).warn(
+                f"stamped {(stamp - now) / 1e9:.1f} s ahead of model time: it applies only from then on "
+                "(does the publisher use /clock when publish_clock is on?)",
+                throttle_duration_sec=WARN_THROTTLE_S,
+            )
+        return stamp
+
+    def _reject(self, topic: str, reason: str) -> None:
+        self.rejected[topic] += 1
+        self._topic_logger(topic).warn(f"message ignored: {reason}", throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _topic_logger(self, topic: str) -> RcutilsLogger:
+        # rclpy throttles per logger and call site: one child logger per topic keeps one noisy topic
+        # from hiding the warnings of another.
+        if topic not in self._topic_loggers:
+            self._topic_loggers[topic] = self.get_logger().get_child(topic)
+        return self._topic_loggers[topic]
+
+    def _decode_seed(self, msg: Image) -> np.ndarray:
+        if msg.encoding not in SEED_ENCODINGS:
+            raise ImageConversionError(
+                f"seed image encoding {msg.encoding!r} is not accepted (accepted: {', '.join(SEED_ENCODINGS)})"
+            )
+        return image_msg_to_rgb(msg, expected_size=self.frame_size)
+
+    def _on_seed_image(self, msg: Image) -> None:
+        try:
+            frame = self._decode_seed(msg)
+        except ImageConversionError as err:
+            self._reject("seed_image", str(err))
+            return
+        reason = self._restart(frame, self._param("seed"))
+        if reason is not None:
+            self._reject("seed_image", reason)
+
+    def _restart(self, frame: np.ndarray, seed: int) -> str | None:
+        """Restart the rollout from ``frame``; the reason if that failed (the old rollout goes on)."""
+        try:
+            session = self.model.start(frame, seed=seed)
+        except (ValueError, RuntimeError) as err:  # e.g. out of memory: keep simulating from the old state
+            return f"cannot restart the rollout: {type(err).__name__}: {err}"
+        self.pipeline.restart(session, frame)
+        return None
+
+    # -- services ------------------------------------------------------------------------------------
+    def _on_reset(self, request: Reset.Request, response: Reset.Response) -> Reset.Response:
+        seed = self._param("seed") if request.seed == -1 else request.seed
+        if not 0 <= seed <= node_params.MAX_SEED:
+            response.message = f"seed must be -1 (keep the seed parameter) or in [0, {node_params.MAX_SEED}]"
+            return response
+        frame = self.first_frame
+        if request.use_seed_image:
+            try:
+                frame = self._decode_seed(request.seed_image)
+            except ImageConversionError as err:
+                response.message = str(err)
+                return response
+        # A reset starts a new episode: earlier targets no longer apply. Cleared first so that the new
+        # rollout's first chunk cannot be planned with them.
+        for channel in self.channels.values():
+            channel.clear()
+        reason = self._restart(frame, seed)
+        if reason is not None:
+            response.message = reason
+            return response
+        source = "the given seed image" if request.use_seed_image else "the default first frame"
+        response.success = True
+        response.message = f"restarted from {source} with seed {seed}"
+        return response
+
+    def _on_pause(self, paused: bool, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        was_paused = self.pipeline.paused
+        self.pipeline.set_paused(paused)
+        response.success = True
+        state = "paused" if paused else "running"
+        response.message = f"already {state}" if was_paused == paused else state
+        return response
+
+    def _on_imagine(self, request: Imagine.Request, response: Imagine.Response) -> Imagine.Response:
+        start = time.perf_counter()
+        if request.return_mode not in (Imagine.Request.RETURN_FRAMES, *IMAGINE_KEEP):
+            response.message = f"unknown return_mode {request.return_mode}"
+            return response
+        now = self.clock.now_ns()
+        held = {modality: channel.sample([now], now) for modality, channel in self.channels.items()}
+        try:
+            actions, num_frames = candidate_actions(
+                request.candidates,
+                self.model.config.modalities,
+                {modality: value[0] for modality, value in held.items() if value is not None},
+                self.pipeline.frames_per_chunk,
+                self._param("imagine_max_candidates"),
+                self._param("imagine_max_chunks"),
+            )
+        except ImagineRequestError as err:
+            response.message = str(err)
+            return response
+        branch, current = self.pipeline.fork(len(request.candidates))
+        # Predicted model times: the branches continue after the frames already queued.
+        first_stamp = now + (self.pipeline.queued + 1) * self._period_ns()
+        last_only = request.return_mode in IMAGINE_KEEP
+        try:
+            frames = roll_branches(branch, actions, num_frames, self._sampler_settings(), last_only)
+        except (ValueError, RuntimeError) as err:  # e.g. out of memory: refuse the request, keep the node
+            response.message = f"imagining failed: {type(err).__name__}: {err}"
+            return response
+        change = np.abs(frames[:, -1].astype(np.int16) - current.astype(np.int16)).mean(axis=(1, 2, 3))
+        response.mean_abs_change = change.astype(np.float32).tolist()
+        if request.return_mode != Imagine.Request.RETURN_SUMMARY:
+            offsets = [num_frames - 1] if last_only else range(num_frames)
+            stamps = [first_stamp + offset * self._period_ns() for offset in offsets]
+            response.frames = [
+                rgb_to_image_msg(frame, Image, stamp=stamp, frame_id=self._param("frame_id"))
+                for candidate in frames
+                for frame, stamp in zip(candidate, stamps, strict=True)
+            ]
+            response.frames_per_candidate = len(stamps)
+        response.num_candidates = len(request.candidates)
+        response.success = True
+        response.message = f"imagined {len(request.candidates)} candidates over {num_frames} frames"
+        response.compute_time_ms = (time.perf_counter() - start) * 1e3
+        return response
+
+    # -- publishing ----------------------------------------------------------------------------------
+    def _publish_frame(self) -> None:
+        frame = self.pipeline.pop()
+        if frame is None:
+            return
+        stamp = self.clock.stamp_next_frame(self._period_ns())
+        image = rgb_to_image_msg(frame, Image, stamp=stamp, frame_id=self._param("frame_id"))
+        self._image_pub.publish(image)
+        self._info_pub.publish(self._camera_info(image))
+        if self._clock_pub is not None:
+            self._clock_pub.publish(ClockMsg(clock=image.header.stamp))
+        if not self._first_frame_logged:
+            self._first_frame_logged = True
+            self.get_logger().info("first frame published")
+
+    def _camera_info(self, image: Image) -> CameraInfo:
+        # A pinhole with square pixels whose horizontal field of view is fov_deg.
+        width, height = image.width, image.height
+        focal = (width / 2) / math.tan(math.radians(self._param("fov_deg")) / 2)
+        cx, cy = width / 2, height / 2
+        info = CameraInfo(header=image.header, width=width, height=height, distortion_model="plumb_bob")
+        info.d = [0.0] * 5
+        info.k = [focal, 0.0, cx, 0.0, focal, cy, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [focal, 0.0, cx, 0.0, 0.0, focal, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return info
+
+    def _publish_status(self) -> None:
+        sec, nanosec = divmod(self.clock.now_ns(), 1_000_000_000)
+        status = RolloutStatus()
+        status.header.stamp = Time(sec=sec, nanosec=nanosec)
+        status.header.frame_id = self._param("frame_id")
+        records = self.pipeline.chunk_records()
+        status.chunk_latency_ms = records[-1].latency_s * 1e3 if records else 0.0
+        status.frames_per_second = self.pipeline.measured_rate(RATE_WINDOW_S)
+        status.target_frames_per_second = self._param("frame_rate")
+        status.history_length = self.pipeline.history_length
+        status.rollout_step = self.pipeline.step_count
+        status.frames_published = self.pipeline.frames_since_restart
+        status.paused = self.pipeline.paused
+        status.checkpoint = str(self.checkpoint)
+        self._status_pub.publish(status)
+        self._diag_pub.publish(DiagnosticArray(header=status.header, status=[self._diagnostic(status)]))
+
+    def _diagnostic(self, status: RolloutStatus) -> DiagnosticStatus:
+        level, message = DiagnosticStatus.OK, "paused" if status.paused else "running"
+        behind = status.frames_per_second < 0.9 * status.target_frames_per_second
+        if self.pipeline.last_error:
+            level, message = DiagnosticStatus.ERROR, f"chunks fail: {self.pipeline.last_error}"
+        elif not status.paused and status.rollout_step >= 2 and behind:
+            level = DiagnosticStatus.WARN
+            message = (
+                f"model slower than real time: {status.frames_per_second:.1f} of "
+                f"{status.target_frames_per_second:.1f} frames/s"
+            )
+        values = {
+            "checkpoint": status.checkpoint,
+            "device": self._param("device"),
+            "frame size": f"{self.frame_size[0]}x{self.frame_size[1]}",
+            "frames per chunk": self.pipeline.frames_per_chunk,
+            "chunk latency ms": f"{status.chunk_latency_ms:.1f}",
+            "frames per second": f"{status.frames_per_second:.2f}",
+            "target frames per second": f"{status.target_frames_per_second:.2f}",
+            "queued frames": self.pipeline.queued,
+            "rollout step": status.rollout_step,
+            "history length": status.history_length,
+            **{f"rejected {topic}": count for topic, count in self.rejected.items()},
+        }
+        return DiagnosticStatus(
+            level=level,
+            name=f"{self.get_fully_qualified_name()}: rollout",
+            message=message,
+            hardware_id=str(self.checkpoint),
+            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
+        )
+
+    def _on_chunk_error(self, err: Exception) -> None:
+        self.get_logger().error(f"chunk failed: {type(err).__name__}: {err}", throttle_duration_sec=WARN_THROTTLE_S)
+
+    # -- shutdown ------------------------------------------------------------------------------------
+    def destroy_node(self) -> None:
+        # rclpy also destroys a node whose constructor failed (at context shutdown): it may have no pipeline.
+        pipeline = getattr(self, "pipeline", None)
+        if pipeline is not None:
+            longest = max((record.latency_s for record in pipeline.chunk_records()), default=0.0)
+            if not pipeline.stop(timeout_s=5.0 + 2 * longest):
+                self.get_logger().warn("the inference thread is still busy; leaving it behind")
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = WorldModelNode()
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (StartupError, ParameterException) as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
