@@ -62,7 +62,9 @@ def demo_actions(model: AstraWorldModel, chunk: int) -> dict[str, np.ndarray]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Roll out an Astra world model and write the video.")
     parser.add_argument("--checkpoint", help="Astra model folder (save_pretrained layout)")
-    parser.add_argument("--seed-image", help="PNG/JPEG to start from (default: a synthetic test card)")
+    parser.add_argument(
+        "--seed-image", help="PNG/JPEG to start from (default: the model's seed frame, else a synthetic test card)"
+    )
     parser.add_argument("--chunks", type=int, default=4, help="autoregressive steps to generate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fps", type=float, default=8.0)
@@ -70,8 +72,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model, source = load_model(args.checkpoint)
-    size = 64
-    seed = iio.imread(args.seed_image)[..., :3].astype(np.uint8) if args.seed_image else synthetic_seed(size)
+    if args.seed_image:
+        seed = iio.imread(args.seed_image)[..., :3].astype(np.uint8)
+    else:
+        seed = model.seed_frame if model.seed_frame is not None else synthetic_seed(64)
     session = model.start(seed, seed=args.seed)
     frames = [seed]
     start = time.perf_counter()
