@@ -316,7 +316,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 def _log(writer, progress, step: int, cfg: TrainConfig, terms, grad_norm, stage: Stage, optimizer) -> None:
     if step % cfg.log_every == 0:
         for name, value in terms.items():
-            writer.add_scalar(f"train/{name}", float(value), step)
+            writer.add_scalar(f"train/{name}", value.detach().item(), step)
         writer.add_scalar("train/grad_norm", float(grad_norm), step)
         writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
         progress.set_postfix(loss=f"{float(terms['total']):.4f}")

@@ -1,0 +1,96 @@
+"""Data generation, bag dataset, clip sampling and the staged trainer, on a few tiny recorded episodes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from diffusers import AutoencoderKLWan
+from safetensors.torch import load_file
+
+from astra_model import AstraWorldModel
+from astra_model.data import LatentClips, VideoEpisode, produced_by
+from astra_model.train import TrainConfig, latest_checkpoint, train
+from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC
+from astra_ros.datagen import main as datagen
+from astra_ros.dataset import load_bag_episodes
+
+JOINTS = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch"]
+
+
+def test_produced_by_shifts_commands_one_frame():
+    zoh = np.arange(8, dtype=np.float32).reshape(4, 2)
+    assert produced_by(zoh).tolist() == [[0, 1], [0, 1], [2, 3], [4, 5]]
+
+
+def test_clips_take_history_before_and_actions_of_the_chunk():
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**cfg.vae).eval()
+    frames = np.random.default_rng(0).integers(0, 255, (21, 32, 32, 3), dtype=np.uint8)
+    actions = np.arange(21, dtype=np.float32)[:, None].repeat(6, axis=1)
+    clips = LatentClips([VideoEpisode(frames, {"twist": actions}, "ep")], vae, cfg, cache_dir=None)
+    history, target, acts = clips.sample(2, "twist", np.random.default_rng(3))
+    j0 = history.next_index
+    assert target.shape == (2, 16, 2, 4, 4) and acts["twist"].shape == (2, 8, 6)
+    # Latent frame j0 holds video frames 4*j0-3 .. 4*j0; its actions start there.
+    assert acts["twist"][0, :, 0].tolist() == list(range(4 * j0 - 3, 4 * j0 + 5))
+    assert history.indices.tolist() == list(range(j0))[: cfg.history.capacity]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bags")
+    datagen(["--episodes", "1", "--frames", "21", "--image-size", "32", "--out", str(root / "train")])
+    datagen(["--episodes", "1", "--frames", "21", "--image-size", "32", "--seed", "900", "--out", str(root / "val")])
+    return root
+
+
+def test_datagen_bags_read_back_with_their_own_topics(recorded):
+    episodes = load_bag_episodes([str(recorded / "train/*/seed_*")], IMAGE_TOPIC, ACTION_TOPICS, JOINTS)
+    assert len(episodes) == 3
+    by_modality = {next(iter(ep.actions)): ep for ep in episodes}
+    assert set(by_modality) == {"twist", "joints", "camera_pose"}
+    for modality, ep in by_modality.items():
+        assert ep.frames.shape == (21, 32, 32, 3) and ep.actions[modality].shape[0] == 21
+
+
+def _config(recorded, tmp_path, stage: str, **fields) -> TrainConfig:
+    data = {
+        "train": [str(recorded / "train/*/seed_*")],
+        "val": [str(recorded / "val/*/seed_*")],
+        "action_topics": ACTION_TOPICS,
+        "joint_names": JOINTS,
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    base = {"steps": 2, "batch_size": 2, "log_every": 1, "eval_every": 2, "save_every": 1, "warmup_steps": 1}
+    path = tmp_path / f"{stage}.yaml"
+    path.write_text(json.dumps({"stage": stage, "out_dir": str(tmp_path / stage), "data": data, **base, **fields}))
+    return TrainConfig.load(path)
+
+
+def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, tmp_path):
+    vae_dir = train(_config(recorded, tmp_path, "vae", vae_clip_frames=5))
+    model_cfg = {"preset": "tiny", "action_labels": {"joints": JOINTS, "twist": [f"t{i}" for i in range(6)]}}
+    backbone_dir = train(_config(recorded, tmp_path, "backbone", init_from=str(vae_dir), model=model_cfg))
+    before = AstraWorldModel.from_pretrained(backbone_dir)
+
+    astra_cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
+    train(astra_cfg)
+    astra_cfg.steps = 3
+    final = train(astra_cfg, resume=True)
+    assert latest_checkpoint(tmp_path / "astra").name == "step_0000003"
+
+    after = AstraWorldModel.from_pretrained(final)
+    assert after.seed_frame is not None and after.seed_frame.shape == (32, 32, 3)
+    frozen = [n for n, p in after.named_parameters() if not p.requires_grad]
+    assert any(".attn2." in n for n in frozen) and any(n.startswith("vae.") for n in frozen)
+    ref = dict(before.named_parameters())
+    for name in frozen:
+        assert torch.equal(dict(after.named_parameters())[name], ref[name]), name
+    assert not torch.equal(after.adapters[0].weight, before.adapters[0].weight)  # stage 3 trained the adapters
+    saved = load_file(str(tmp_path / "astra/checkpoints/step_0000003/trainable.safetensors"))
+    assert set(saved) == {n for n, p in after.named_parameters() if p.requires_grad}
