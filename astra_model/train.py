@@ -319,7 +319,7 @@ def _log(writer, progress, step: int, cfg: TrainConfig, terms, grad_norm, stage:
             writer.add_scalar(f"train/{name}", value.detach().item(), step)
         writer.add_scalar("train/grad_norm", float(grad_norm), step)
         writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-        progress.set_postfix(loss=f"{float(terms['total']):.4f}")
+        progress.set_postfix(loss=f"{terms['total'].detach().item():.4f}")
     if step % cfg.eval_every == 0 or step == cfg.steps:
         stage.module.eval()
         for name, value in stage.evaluate().items():
