@@ -162,3 +162,19 @@ def test_bad_seed_frames_are_refused():
         model.start(np.zeros((1, 32, 32, 3), np.float32))
     with pytest.raises(ValueError, match="multiple of 16"):
         model.start(np.zeros((1, 30, 32, 3), np.uint8))
+
+
+def test_rollout_cli_writes_video_and_strip_from_the_models_seed_frame(tmp_path, seed_frames):
+    import imageio.v3 as iio
+
+    from astra_model.rollout_cli import main
+
+    model = _model()
+    model.seed_frame = seed_frames[0]
+    model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "out" / "rollout.mp4"
+    main(["--checkpoint", str(tmp_path / "model"), "--chunks", "2", "--out", str(out)])
+    video = iio.imread(out)
+    assert video.shape == (1 + 2 * 8, 32, 32, 3)
+    strip = iio.imread(out.with_suffix(".png"))
+    assert strip.shape[0] == 32 and np.array_equal(strip[:, :32], seed_frames[0])
