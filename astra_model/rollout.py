@@ -8,7 +8,6 @@ their actions differ, which is what a planner comparing candidates wants.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +30,11 @@ class SessionState:
     rng_state: torch.Tensor
     step_count: int
 
+    def copy(self) -> SessionState:
+        """An independent copy: stepping from one never changes the other."""
+        history = History(self.history.latents.clone(), self.history.indices.clone())
+        return SessionState(history, self.vae.copy(), self.rng_state.clone(), self.step_count)
+
 
 def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
     frames = np.asarray(first_frames)
@@ -51,13 +55,10 @@ def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
 class RolloutSession:
     """One (or a batch of forked) autoregressive rollout(s). Create with `AstraWorldModel.start`."""
 
-    def __init__(
-        self, model: AstraWorldModel, state: SessionState, batch_size: int, frame_size: tuple[int, int]
-    ) -> None:
+    def __init__(self, model: AstraWorldModel, state: SessionState, batch_size: int) -> None:
         self.model = model
         self.state = state
         self.batch_size = batch_size
-        self.frame_size = frame_size
         self.generator = torch.Generator().manual_seed(0)
         self.generator.set_state(state.rng_state)
 
@@ -72,7 +73,7 @@ class RolloutSession:
         history = History.from_latents(latents).trimmed(model.config.history)
         rng = torch.Generator().manual_seed(int(seed))
         state = SessionState(history, vae, rng.get_state(), 0)
-        return cls(model, state, 1, frames.shape[1:3])
+        return cls(model, state, 1)
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -90,20 +91,12 @@ class RolloutSession:
 
     def snapshot(self) -> SessionState:
         self.state.rng_state = self.generator.get_state()
-        return SessionState(
-            History(self.state.history.latents.clone(), self.state.history.indices.clone()),
-            self.state.vae.copy(),
-            self.state.rng_state.clone(),
-            self.state.step_count,
-        )
+        return self.state.copy()
 
     def restore(self, snapshot: SessionState) -> None:
         if snapshot.history.latents.shape[0] != self.batch_size:
             raise ValueError(f"snapshot has batch {snapshot.history.latents.shape[0]}, session has {self.batch_size}")
-        snap = copy.copy(snapshot)
-        snap.vae = snapshot.vae.copy()
-        snap.history = History(snapshot.history.latents.clone(), snapshot.history.indices.clone())
-        self.state = snap
+        self.state = snapshot.copy()
         self.generator.set_state(snapshot.rng_state)
 
     def fork(self, n: int) -> RolloutSession:
@@ -112,7 +105,7 @@ class RolloutSession:
             raise ValueError(f"fork needs n >= 1, got {n}")
         snap = self.snapshot()
         state = SessionState(snap.history.repeat(n), snap.vae.copy(repeat=n), snap.rng_state, snap.step_count)
-        return RolloutSession(self.model, state, self.batch_size * n, self.frame_size)
+        return RolloutSession(self.model, state, self.batch_size * n)
 
     # -- stepping ----------------------------------------------------------------------------------
     def _action_tensors(self, actions: Mapping[str, np.ndarray | torch.Tensor] | None) -> dict[str, torch.Tensor]:
