@@ -23,7 +23,7 @@ from .vae import VAEStream, frames_to_video
 
 @dataclass
 class VideoEpisode:
-    """Frames and the actions that produced them; `modality` is the episode's action type."""
+    """uint8 frames `[T, H, W, 3]` and, per modality recorded, the actions that produced them `[T, D]`."""
 
     frames: np.ndarray
     actions: dict[str, np.ndarray]
