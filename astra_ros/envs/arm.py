@@ -88,8 +88,9 @@ class ArmEnv(MujocoEnv):
     # --- scene ------------------------------------------------------------------------------------
 
     def _build_xml(self) -> str:
-        cam_pos = np.array([1.0, -0.85, 1.45])
-        xyaxes = _look_at_xyaxes(cam_pos, np.array([-0.1, 0.0, 1.03]))
+        # Close enough that the arm fills a good part of a 64x64 frame, wide enough to keep every reach in view.
+        cam_pos = np.array([0.75, -0.6, 1.4])
+        xyaxes = _look_at_xyaxes(cam_pos, np.array([-0.15, 0.0, 1.05]))
         bx, by = _BASE_XY
         t = TABLE_TOP
         legs = "\n    ".join(
@@ -174,7 +175,7 @@ class ArmEnv(MujocoEnv):
       </body>
     </body>
     {objects}
-    <camera name="scene" pos="{cam_pos[0]} {cam_pos[1]} {cam_pos[2]}" xyaxes="{xyaxes}" fovy="52"/>
+    <camera name="scene" pos="{cam_pos[0]} {cam_pos[1]} {cam_pos[2]}" xyaxes="{xyaxes}" fovy="50"/>
   </worldbody>
   <actuator>
     {actuators}
