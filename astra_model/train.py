@@ -131,8 +131,10 @@ def _apply_ablation(config: AstraConfig, ablation: str | None) -> AstraConfig:
 
 
 def vae_stage(cfg: TrainConfig, train_eps: list[VideoEpisode], val_eps: list[VideoEpisode], device, wrap) -> Stage:
-    config = _model_config(cfg)
-    vae = AutoencoderKLWan(**config.vae).to(device).train()
+    # `init_from` fine-tunes a trained VAE, e.g. on longer clips so its causal caches learn to carry on
+    # past the clip length the first run used.
+    vae = _load_vae(cfg.init_from) if cfg.init_from else AutoencoderKLWan(**_model_config(cfg).vae)
+    vae = vae.to(device).train()
     net = wrap(vae)
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -152,19 +154,24 @@ def vae_stage(cfg: TrainConfig, train_eps: list[VideoEpisode], val_eps: list[Vid
         return {"psnr": 10 * math.log10(1.0 / max(mse, 1e-12))}
 
     def save_final(path: Path) -> None:
-        set_latent_statistics(vae, train_eps)
+        set_latent_statistics(vae, train_eps, frames=cfg.vae_clip_frames)
         vae.save_pretrained(path)
 
     return Stage(vae, net, loss, evaluate, save_final)
 
 
 @torch.no_grad()
-def set_latent_statistics(vae: AutoencoderKLWan, episodes: list[VideoEpisode], clips: int = 32) -> None:
+def set_latent_statistics(
+    vae: AutoencoderKLWan, episodes: list[VideoEpisode], clips: int = 32, frames: int = 5
+) -> None:
     """Store the per-channel mean/std of the posterior means, so normalised latents are ~N(0, 1)."""
     vae.eval()
     rng = np.random.default_rng(0)
     device = next(vae.parameters()).device
-    mus = [vae.encode(random_frame_clips(episodes, 4, 5, rng).to(device)).latent_dist.mode() for _ in range(clips // 4)]
+    mus = [
+        vae.encode(random_frame_clips(episodes, 4, frames, rng).to(device)).latent_dist.mode()
+        for _ in range(clips // 4)
+    ]
     mu = torch.cat(mus, dim=0).transpose(0, 1).flatten(1)
     vae.register_to_config(latents_mean=mu.mean(1).tolist(), latents_std=mu.std(1).clamp_min(1e-3).tolist())
 

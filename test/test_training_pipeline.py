@@ -58,7 +58,7 @@ def test_datagen_bags_read_back_with_their_own_topics(recorded):
         assert ep.frames.shape == (21, 32, 32, 3) and ep.actions[modality].shape[0] == 21
 
 
-def _config(recorded, tmp_path, stage: str, **fields) -> TrainConfig:
+def _config(recorded, tmp_path, name: str, **fields) -> TrainConfig:
     data = {
         "train": [str(recorded / "train/*/seed_*")],
         "val": [str(recorded / "val/*/seed_*")],
@@ -67,8 +67,9 @@ def _config(recorded, tmp_path, stage: str, **fields) -> TrainConfig:
         "cache_dir": str(tmp_path / "cache"),
     }
     base = {"steps": 2, "batch_size": 2, "log_every": 1, "eval_every": 2, "save_every": 1, "warmup_steps": 1}
-    path = tmp_path / f"{stage}.yaml"
-    path.write_text(json.dumps({"stage": stage, "out_dir": str(tmp_path / stage), "data": data, **base, **fields}))
+    fields = {"stage": name, **fields}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(json.dumps({"out_dir": str(tmp_path / name), "data": data, **base, **fields}))
     return TrainConfig.load(path)
 
 
@@ -94,3 +95,14 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, tmp_pa
     assert not torch.equal(after.adapters[0].weight, before.adapters[0].weight)  # stage 3 trained the adapters
     saved = load_file(str(tmp_path / "astra/checkpoints/step_0000003/trainable.safetensors"))
     assert set(saved) == {n for n, p in after.named_parameters() if p.requires_grad}
+
+
+def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, tmp_path):
+    first = train(_config(recorded, tmp_path, "vae", vae_clip_frames=5))
+    tuned = train(
+        _config(recorded, tmp_path, "vae_long", stage="vae", init_from=str(first), vae_clip_frames=9, lr=0.0)
+    )
+    a, b = AutoencoderKLWan.from_pretrained(first), AutoencoderKLWan.from_pretrained(tuned)
+    # lr 0: the fine-tune starts from (and keeps) the first run's weights, not a fresh initialisation.
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
