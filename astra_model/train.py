@@ -196,7 +196,10 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
         model = AstraWorldModel(config, backbone=base.backbone, vae=base.vae)
         model.history_embedder.load_state_dict(base.history_embedder.state_dict())
         model.set_trainable()
-    model.seed_frame = train_eps[0].frames[0]
+    # The default start frame of `astra-rollout` comes from a world of the model's first modality, which is
+    # the one its demo command drives.
+    first = next(iter(config.modalities))
+    model.seed_frame = next((ep for ep in train_eps if first in ep.actions), train_eps[0]).frames[0]
     model.to(device).train()
     if device.type == "cuda":
         model.gradient_checkpointing = True

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the shipped demo world model from scratch with the project's own commands:
-# record the three MuJoCo worlds, then the three training stages (steps as in config/train_*.yaml).
+# record the three MuJoCo worlds, then the three training stages (the VAE in two runs) (steps as in config/train_*.yaml).
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +15,10 @@ steps() { $PY -c "import yaml; print(max(2, int(yaml.safe_load(open('$1'))['step
 
 $PY -m astra_model.train config/train_vae.yaml --resume \
   --set out_dir=$RUN/vae steps=$(steps config/train_vae.yaml)
+$PY -m astra_model.train config/train_vae_long.yaml --resume \
+  --set out_dir=$RUN/vae_long init_from=$RUN/vae/final steps=$(steps config/train_vae_long.yaml)
 $PY -m astra_model.train config/train_backbone.yaml --resume \
-  --set out_dir=$RUN/backbone init_from=$RUN/vae/final steps=$(steps config/train_backbone.yaml)
+  --set out_dir=$RUN/backbone init_from=$RUN/vae_long/final steps=$(steps config/train_backbone.yaml)
 $PY -m astra_model.train config/train_astra.yaml --resume \
   --set out_dir=$RUN/astra init_from=$RUN/backbone/final steps=$(steps config/train_astra.yaml)
 echo "trained: $RUN/astra/final"
