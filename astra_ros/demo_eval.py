@@ -27,7 +27,7 @@ from tqdm import tqdm
 from astra_model import AstraWorldModel
 
 from .envs import DOMAINS, make_env
-from .eval_metrics import psnr, ssim
+from .eval_metrics import PSNR_CAP_DB, psnr, ssim
 
 SEED_FRAMES = 5  # 1 + 4: two latent frames of true context
 HELD_OUT_SEED = 50_000  # datagen's training and validation seeds stay far below this
@@ -68,10 +68,7 @@ def horizon_scores(
         truth = _true_rollout(env, actions)
     session = model.start(context, seed=seed)
     pred = np.concatenate(
-        [
-            session.step({env.modality: actions[c * n : (c + 1) * n]}, sampling.steps, sampling.guidance_scale)
-            for c in range(chunks)
-        ]
+        [session.step({env.modality: actions[c * n : (c + 1) * n]}, **vars(sampling)) for c in range(chunks)]
     )
     copy = np.repeat(context[-1:], len(truth), axis=0)
     out: dict[str, list[float]] = {f"{m}_{k}": [] for m in ("model", "copy") for k in ("mse", "frame_psnr", "ssim")}
@@ -96,14 +93,15 @@ def follows_actions(model: AstraWorldModel, domain: str, seed: int, size: int, s
             env.set_state(start)
             truths.append(_true_rollout(env, plan))
     session = model.start(context, seed=seed).fork(2)
-    preds = session.step({env.modality: np.stack(plans)}, sampling.steps, sampling.guidance_scale)
+    preds = session.step({env.modality: np.stack(plans)}, **vars(sampling))
     return _mse(preds[0], truths[0]) < _mse(preds[0], truths[1]) and _mse(preds[1], truths[1]) < _mse(
         preds[1], truths[0]
     )
 
 
 def _pooled_psnr(mse: np.ndarray) -> list[float]:
-    return (10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))).round(4).tolist()
+    """PSNR (dB) of mean squared errors, capped like the per-frame PSNR."""
+    return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10)), PSNR_CAP_DB).round(4).tolist()
 
 
 def evaluate(

@@ -1,0 +1,35 @@
+"""The demo worlds' held-out evaluation (`python -m astra_ros.demo_eval`) on a tiny untrained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from conftest import tiny_config
+
+from astra_model import AstraWorldModel
+from astra_ros.demo_eval import Sampling, _pooled_psnr, evaluate, markdown
+from astra_ros.envs import DOMAINS
+
+MODALITIES = {"twist": 6, "joints": 4, "camera_pose": 7}
+
+
+def test_pooled_psnr_is_psnr_of_the_mean_squared_error():
+    # One frame left unchanged (MSE 0) must not dominate: 10 log10(255^2 / mean(0, 65.025)).
+    assert _pooled_psnr(np.array([0.0, 130.05]).mean(keepdims=True)) == [30.0]
+    assert _pooled_psnr(np.zeros(1)) == [100.0]  # identical frames: the per-frame PSNR's cap
+
+
+def test_report_scores_every_domain_horizon_and_the_copy_baseline():
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(modalities=MODALITIES, chunk_latent_frames=1)).eval()
+    report = evaluate(model, episodes=2, chunks=2, pairs=1, size=32, first_seed=70_000, sampling=Sampling(1, 0.0))
+    assert list(report) == list(DOMAINS)
+    for r in report.values():
+        for key in ("model", "copy"):
+            assert len(r[f"{key}_psnr"]) == len(r[f"{key}_ssim"]) == len(r[f"{key}_frame_psnr"]) == 2
+            np.testing.assert_allclose(r[f"{key}_psnr"], _pooled_psnr(np.array(r[f"{key}_mse"])), atol=1e-3)
+        # Mean of per-frame PSNRs >= PSNR of the mean error (Jensen), equal only for equal errors.
+        assert all(f >= p - 1e-3 for f, p in zip(r["copy_frame_psnr"], r["copy_psnr"], strict=True))
+        assert r["beats_copy_psnr_at_horizon"] == [m > c for m, c in zip(r["model_psnr"], r["copy_psnr"], strict=True)]
+        assert r["action_following"] in (0.0, 1.0)
+    assert "| mobile | 2 |" in markdown(report)
