@@ -94,9 +94,9 @@ def follows_actions(model: AstraWorldModel, domain: str, seed: int, size: int, s
             truths.append(_true_rollout(env, plan))
     session = model.start(context, seed=seed).fork(2)
     preds = session.step({env.modality: np.stack(plans)}, **vars(sampling))
-    return _mse(preds[0], truths[0]) < _mse(preds[0], truths[1]) and _mse(preds[1], truths[1]) < _mse(
-        preds[1], truths[0]
-    )
+    own = [_mse(preds[0], truths[0]), _mse(preds[1], truths[1])]
+    other = [_mse(preds[0], truths[1]), _mse(preds[1], truths[0])]
+    return own[0] < other[0] and own[1] < other[1]
 
 
 def _pooled_psnr(mse: np.ndarray) -> list[float]:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped demo world model from scratch with the project's own commands:
-# record the three MuJoCo worlds, then the three training stages (the VAE in two runs) (steps as in config/train_*.yaml).
+# record the three MuJoCo worlds, then the three training stages, the VAE in two runs; steps come from
+# config/train_*.yaml.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."

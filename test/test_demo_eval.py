@@ -14,7 +14,7 @@ MODALITIES = {"twist": 6, "joints": 4, "camera_pose": 7}
 
 
 def test_pooled_psnr_is_psnr_of_the_mean_squared_error():
-    # One frame left unchanged (MSE 0) must not dominate: 10 log10(255^2 / mean(0, 65.025)).
+    # One frame left unchanged (MSE 0) must not dominate: 10 log10(255^2 / mean(0, 130.05)) = 30 dB.
     assert _pooled_psnr(np.array([0.0, 130.05]).mean(keepdims=True)) == [30.0]
     assert _pooled_psnr(np.zeros(1)) == [100.0]  # identical frames: the per-frame PSNR's cap
 
