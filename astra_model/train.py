@@ -209,11 +209,23 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
     modalities = clips.modalities() if cfg.stage == "astra" else [None]
     use_aug = cfg.ablation != "no_noise_aug"
 
-    def batch_loss(data: LatentClips, modality, rng, gen):
+    def batch_loss(data: LatentClips, modality, rng, gen, evaluating: bool = False, shuffle: bool = False):
         history, target, actions = data.sample(cfg.batch_size, modality or data.modalities()[0], rng)
         history.latents = history.latents.to(device)
         acts = {k: v.to(device) for k, v in actions.items()} if modality else None
-        return flow_matching_loss(model, target.to(device), history, acts, gen, noise_augmentation=use_aug, forward=net)
+        if shuffle:
+            # Another sample's commands for the same history: what the loss owes to the actions.
+            acts = {k: v.roll(1, dims=0) for k, v in acts.items()}
+        return flow_matching_loss(
+            model,
+            target.to(device),
+            history,
+            acts,
+            gen,
+            noise_augmentation=use_aug and not evaluating,
+            action_dropout=not evaluating,
+            forward=net,
+        )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
         terms = [batch_loss(clips, m, rng, gen) for m in modalities]
@@ -225,9 +237,20 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
-        rng, gen = np.random.default_rng(1234), torch.Generator().manual_seed(1234)
-        losses = [batch_loss(val_clips, m, rng, gen).flow.item() for m in modalities for _ in range(4)]
-        return {"val_flow": float(np.mean(losses))}
+        # Clean history and every action kept, so the numbers compare across runs and ablations.
+        def val_flow(modality, shuffle: bool = False) -> float:
+            rng, gen = np.random.default_rng(1234), torch.Generator().manual_seed(1234)
+            return float(
+                np.mean([batch_loss(val_clips, modality, rng, gen, True, shuffle).flow.item() for _ in range(4)])
+            )
+
+        metrics = {f"val_flow/{m or 'all'}": val_flow(m) for m in modalities}
+        metrics["val_flow"] = float(np.mean(list(metrics.values())))
+        if cfg.stage == "astra":
+            # Same clips and noise with the commands swapped between samples: > 0 once actions are used.
+            for m in modalities:
+                metrics[f"action_gap/{m}"] = val_flow(m, shuffle=True) - metrics[f"val_flow/{m}"]
+        return metrics
 
     return Stage(model, net, loss, evaluate, lambda path: model.save_pretrained(path))
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from astra_model import AstraWorldModel
 from astra_model.data import LatentClips, VideoEpisode, produced_by
-from astra_model.train import TrainConfig, latest_checkpoint, train
+from astra_model.train import TrainConfig, _load_episodes, latest_checkpoint, train, world_model_stage
 from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC
 from astra_ros.datagen import main as datagen
 from astra_ros.dataset import load_bag_episodes
@@ -45,7 +45,7 @@ def test_clips_take_history_before_and_actions_of_the_chunk():
 def recorded(tmp_path_factory):
     root = tmp_path_factory.mktemp("bags")
     datagen(["--episodes", "1", "--frames", "21", "--image-size", "32", "--out", str(root / "train")])
-    datagen(["--episodes", "1", "--frames", "21", "--image-size", "32", "--seed", "900", "--out", str(root / "val")])
+    datagen(["--episodes", "2", "--frames", "21", "--image-size", "32", "--seed", "900", "--out", str(root / "val")])
     return root
 
 
@@ -73,10 +73,16 @@ def _config(recorded, tmp_path, name: str, **fields) -> TrainConfig:
     return TrainConfig.load(path)
 
 
-def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, tmp_path):
+@pytest.fixture(scope="module")
+def backbone_dir(recorded, tmp_path_factory):
+    """Stages 1 and 2, trained for two steps each."""
+    tmp_path = tmp_path_factory.mktemp("stages")
     vae_dir = train(_config(recorded, tmp_path, "vae", vae_clip_frames=5))
     model_cfg = {"preset": "tiny", "action_labels": {"joints": JOINTS, "twist": [f"t{i}" for i in range(6)]}}
-    backbone_dir = train(_config(recorded, tmp_path, "backbone", init_from=str(vae_dir), model=model_cfg))
+    return train(_config(recorded, tmp_path, "backbone", init_from=str(vae_dir), model=model_cfg))
+
+
+def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbone_dir, tmp_path):
     before = AstraWorldModel.from_pretrained(backbone_dir)
 
     astra_cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
@@ -95,6 +101,26 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, tmp_pa
     assert not torch.equal(after.adapters[0].weight, before.adapters[0].weight)  # stage 3 trained the adapters
     saved = load_file(str(tmp_path / "astra/checkpoints/step_0000003/trainable.safetensors"))
     assert set(saved) == {n for n, p in after.named_parameters() if p.requires_grad}
+
+
+def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backbone_dir, tmp_path):
+    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
+    stage = world_model_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+    before = stage.evaluate()
+    gaps = {k for k in before if k.startswith("action_gap/")}
+    assert gaps == {"action_gap/camera_pose", "action_gap/joints", "action_gap/twist"}
+    # Experts start at zero, so swapping commands between samples (the val set has two episodes per
+    # domain to swap between) cannot change a fresh model's loss.
+    assert all(before[k] == 0.0 for k in gaps)
+    assert before["val_flow"] == pytest.approx(
+        np.mean([before[f"val_flow/{m}"] for m in ("camera_pose", "joints", "twist")])
+    )
+    with torch.no_grad():
+        for expert in stage.module.moae.experts[0]:
+            expert.weight.normal_()
+    after = stage.evaluate()
+    assert all(after[k] != 0.0 for k in gaps)
+    assert after["val_flow/twist"] != before["val_flow/twist"]
 
 
 def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, tmp_path):
