@@ -45,12 +45,18 @@ class HistoryConfig:
 
     The packed history is `[first frame | slots_4x @ 4x | slots_2x @ 2x | slots_1x @ 1x]`; Astra uses
     1 + 16 + 2 + 1 = 20 latent frames. Older frames are dropped, so memory is bounded.
+
+    `with_actions`: history tokens get the MoAE embedding of the commands that produced their frames
+    (averaged over a 2x/4x group), beside the history flag. Absolute commands (joint targets, camera
+    poses) then come with the command the latest frame was made with. Off, history tokens get the
+    flag alone, which is how models trained before this option behave.
     """
 
     first_frame: bool = True
     slots_4x: int = 16
     slots_2x: int = 2
     slots_1x: int = 1
+    with_actions: bool = False
 
     @property
     def capacity(self) -> int:

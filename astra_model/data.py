@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .actions import group_per_latent_frame
 from .config import AstraConfig
 from .history import History
 from .vae import VAEStream, frames_to_video
@@ -94,11 +95,21 @@ class LatentClips:
         chosen = [pool[i] for i in rng.integers(0, len(pool), size=batch)]
         f, ratio = self.config.chunk_latent_frames, self.config.temporal_ratio
         j0 = int(rng.integers(1, min(ep.latents.shape[1] for ep in chosen) - f + 1))
-        history = History.from_latents(torch.stack([ep.latents[:, :j0] for ep in chosen])).trimmed(self.config.history)
-        target = torch.stack([ep.latents[:, j0 : j0 + f] for ep in chosen])
         first = 1 + ratio * (j0 - 1)  # first video frame of latent frame j0
+        past = {}
+        if self.config.history.with_actions:
+            past[modality] = torch.stack([self._history_commands(ep.actions[modality][:first]) for ep in chosen])
+        history = History(torch.stack([ep.latents[:, :j0] for ep in chosen]), torch.arange(j0), past)
+        history = history.trimmed(self.config.history)
+        target = torch.stack([ep.latents[:, j0 : j0 + f] for ep in chosen])
         acts = torch.stack([ep.actions[modality][first : first + f * ratio] for ep in chosen])
         return history, target, {modality: acts}
+
+    def _history_commands(self, per_frame: torch.Tensor) -> torch.Tensor:
+        """`[1 + ratio * (T - 1), D]` commands of T latent frames -> `[T, A]` grouped, zeros for frame 0:
+        a rollout starts from a frame whose command it does not know, so training never shows one."""
+        grouped = group_per_latent_frame(per_frame[None, 1:], self.config)[0]
+        return torch.cat([grouped.new_zeros(1, grouped.shape[1]), grouped])
 
 
 def random_frame_clips(episodes: list[VideoEpisode], batch: int, frames: int, rng: np.random.Generator) -> torch.Tensor:

@@ -12,7 +12,8 @@ cost fewer tokens. Each token's rotary position is the true (frame, row, column)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -29,18 +30,26 @@ class History:
     Attributes:
         latents: `[B, C, T, h, w]`, oldest first.
         indices: `[T]` strictly increasing latent-frame indices (the first frame of a rollout is 0).
+        actions: modality -> `[B, T, A]` commands that produced each frame, grouped per latent frame as
+            the model groups a chunk's actions; zeros where unknown (e.g. the frames a rollout starts
+            from).
     """
 
     latents: torch.Tensor
     indices: torch.Tensor
+    actions: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.latents.ndim != 5:
             raise ValueError(f"history latents must be [B, C, T, h, w], got {list(self.latents.shape)}")
-        if self.indices.shape != (self.latents.shape[2],):
-            raise ValueError(f"history indices must be [{self.latents.shape[2]}], got {list(self.indices.shape)}")
+        b, _, t = self.latents.shape[:3]
+        if self.indices.shape != (t,):
+            raise ValueError(f"history indices must be [{t}], got {list(self.indices.shape)}")
         if len(self.indices) > 1 and not bool((self.indices[1:] > self.indices[:-1]).all()):
             raise ValueError(f"history indices must be strictly increasing, got {self.indices.tolist()}")
+        for name, value in self.actions.items():
+            if value.ndim != 3 or value.shape[:2] != (b, t):
+                raise ValueError(f"history actions[{name!r}] must be [{b}, {t}, A], got {list(value.shape)}")
 
     @classmethod
     def from_latents(cls, latents: torch.Tensor) -> History:
@@ -55,10 +64,21 @@ class History:
     def next_index(self) -> int:
         return int(self.indices[-1]) + 1
 
-    def append(self, latents: torch.Tensor, layout: HistoryConfig) -> History:
-        """Add `[B, C, F, h, w]` new frames and drop what no slot can hold any more."""
-        new_idx = torch.arange(self.next_index, self.next_index + latents.shape[2])
-        merged = History(torch.cat([self.latents, latents], dim=2), torch.cat([self.indices, new_idx]))
+    def append(
+        self, latents: torch.Tensor, layout: HistoryConfig, actions: Mapping[str, torch.Tensor] | None = None
+    ) -> History:
+        """Add `[B, C, F, h, w]` new frames (and the `[B, F, A]` grouped commands that produced them) and drop
+        what no slot can hold any more. A modality known on one side only gets zeros on the other."""
+        f = latents.shape[2]
+        new_idx = torch.arange(self.next_index, self.next_index + f)
+        actions = dict(actions or {})
+        merged_actions = {}
+        for name in {**self.actions, **actions}:
+            like = self.actions.get(name, actions.get(name))
+            old = self.actions.get(name, like.new_zeros(like.shape[0], self.length, like.shape[2]))
+            new = actions.get(name, like.new_zeros(like.shape[0], f, like.shape[2]))
+            merged_actions[name] = torch.cat([old, new.to(old)], dim=1)
+        merged = History(torch.cat([self.latents, latents], dim=2), torch.cat([self.indices, new_idx]), merged_actions)
         return merged.trimmed(layout)
 
     def trimmed(self, layout: HistoryConfig) -> History:
@@ -70,11 +90,32 @@ class History:
         if layout.first_frame:
             keep = [0, *keep]
         keep_t = torch.tensor(keep)
-        return History(self.latents[:, :, keep_t], self.indices[keep_t])
+        actions = {k: v[:, keep_t] for k, v in self.actions.items()}
+        return History(self.latents[:, :, keep_t], self.indices[keep_t], actions)
 
     def repeat(self, n: int) -> History:
         """Each batch element repeated `n` times (for forked rollouts)."""
-        return History(self.latents.repeat_interleave(n, dim=0), self.indices.clone())
+        actions = {k: v.repeat_interleave(n, dim=0) for k, v in self.actions.items()}
+        return History(self.latents.repeat_interleave(n, dim=0), self.indices.clone(), actions)
+
+    def tiled(self, n: int) -> History:
+        """The whole batch stacked `n` times, `[all | all | ...]` (e.g. AFG's [cond | free] batch)."""
+        actions = {k: torch.cat([v] * n) for k, v in self.actions.items()}
+        return History(torch.cat([self.latents] * n), self.indices, actions)
+
+    def with_latents(self, latents: torch.Tensor) -> History:
+        """The same frames, indices and commands over other latents (e.g. noise-augmented ones)."""
+        return replace(self, latents=latents)
+
+    def group_actions(self, layout: HistoryConfig) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """Commands per history token group, `[B, G, A]` in the embedder's token order (each group's
+        frames averaged), and each group's scale (1, 2 or 4)."""
+        groups = slot_groups(self.length, layout)
+        pooled = {
+            name: torch.stack([value[:, frames].mean(dim=1) for _, frames in groups], dim=1)
+            for name, value in self.actions.items()
+        }
+        return pooled, [scale for scale, _ in groups]
 
 
 @dataclass
@@ -96,6 +137,21 @@ def slot_layout(length: int, layout: HistoryConfig) -> SlotLayout:
     recent = recent[: len(recent) - len(x2)]
     x4 = recent[len(recent) - min(layout.slots_4x, len(recent)) :]
     return SlotLayout(x4=x4, x2=x2, x1=first + x1)
+
+
+def slot_groups(length: int, layout: HistoryConfig) -> list[tuple[int, list[int]]]:
+    """`(scale, frames)` of every history token group, in token order `[4x | 2x | 1x]`.
+
+    A group is what one patch-embedding step covers in time: `scale` frames, with a short group padded
+    in front (the padding holds no frame, so it is not listed).
+    """
+    slots = slot_layout(length, layout)
+    groups = []
+    for scale, frames in ((4, slots.x4), (2, slots.x2), (1, slots.x1)):
+        padded = [None] * ((-len(frames)) % scale) + frames
+        for start in range(0, len(padded), scale):
+            groups.append((scale, [f for f in padded[start : start + scale] if f is not None]))
+    return groups
 
 
 class HistoryEmbedder(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,21 @@ class AstraOutput:
 
     velocity: torch.Tensor
     load_balance_loss: torch.Tensor
+
+
+@dataclass
+class RoutedActions:
+    """Routed MoAE features of one forward pass.
+
+    Attributes:
+        chunk: per latent frame of the chunk, `[B, F, .]`.
+        history: per history token group `[B, G, .]`, or `[B, 1, .]` shared by every history token.
+        history_tokens: tokens of each history group, or None for the shared form.
+    """
+
+    chunk: list[Routed]
+    history: list[Routed]
+    history_tokens: list[int] | None
 
 
 class KVCache:
@@ -189,7 +205,7 @@ class AstraWorldModel(nn.Module):
         tokens_per_frame = chunk_x.shape[1] // f
 
         # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block.
-        routed, lb_loss = self._route_actions(actions, f, b, action_mask, noisy_latents)
+        routed, lb_loss = self._route_actions(actions, f, b, action_mask, noisy_latents, history)
 
         hist_stream = None
         use_cache = kv_cache is not None and kv_cache.layers is not None
@@ -205,9 +221,11 @@ class AstraWorldModel(nn.Module):
         new_cache = []
         for i, (block, adapter) in enumerate(zip(self.backbone.blocks, self.adapters, strict=True)):
             if routed is not None:
-                chunk_stream.action = self._frame_embedding(i, routed[0], tokens_per_frame)
+                chunk_stream.action = self.moae.block_embedding(i, routed.chunk).repeat_interleave(
+                    tokens_per_frame, dim=1
+                )
                 if hist_stream is not None:
-                    hist_stream.action = self.moae.block_embedding(i, routed[1])
+                    hist_stream.action = self._history_embedding(i, routed)
             cached = kv_cache.layers[i] if use_cache else None
             args = (block, adapter, chunk_stream, hist_stream, context, block_causal, cached)
             if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -238,8 +256,8 @@ class AstraWorldModel(nn.Module):
         return temb, proj.unflatten(1, (6, -1)), context
 
     def _route_actions(
-        self, actions, frames: int, batch: int, action_mask, like: torch.Tensor
-    ) -> tuple[tuple[list[Routed], list[Routed]] | None, torch.Tensor]:
+        self, actions, frames: int, batch: int, action_mask, like: torch.Tensor, history: History | None
+    ) -> tuple[RoutedActions | None, torch.Tensor]:
         zero = like.new_zeros(())
         if not actions:
             return None, zero
@@ -247,17 +265,34 @@ class AstraWorldModel(nn.Module):
         grouped = {k: group_per_latent_frame(v.to(like.dtype), self.config) for k, v in actions.items()}
         keep = None if action_mask is None else action_mask.to(like.dtype).view(batch, 1, 1)
         chunk_routed, lb_loss = self.moae.route(self.moae.encode(grouped, history_flag=0.0))
-        flag_only = {k: torch.zeros_like(v[:, :1]) for k, v in grouped.items()}
-        hist_routed, _ = self.moae.route(self.moae.encode(flag_only, history_flag=1.0))
+        hist_in, hist_tokens = self._history_commands(grouped, history)
+        hist_routed, _ = self.moae.route(self.moae.encode(hist_in, history_flag=1.0))
         if keep is not None:
             # Dropped samples get no action embedding at all: the action-free model is the plain backbone path.
             for item in (*chunk_routed, *hist_routed):
                 item.gates = item.gates * keep
-        return (chunk_routed, hist_routed), lb_loss
+        return RoutedActions(chunk_routed, hist_routed, hist_tokens), lb_loss
 
-    def _frame_embedding(self, block: int, routed: list[Routed], tokens_per_frame: int) -> torch.Tensor:
-        per_frame = self.moae.block_embedding(block, routed)  # [B, F, dim]
-        return per_frame.repeat_interleave(tokens_per_frame, dim=1)
+    def _history_commands(
+        self, grouped: dict[str, torch.Tensor], history: History | None
+    ) -> tuple[dict[str, torch.Tensor], list[int] | None]:
+        """MoAE input of the history tokens and the tokens of each history group: per group with
+        `history.with_actions`, else one all-zero command (the flag alone) for every history token."""
+        if history is None or not self.config.history.with_actions:
+            return {k: torch.zeros_like(v[:, :1]) for k, v in grouped.items()}, None
+        pooled, scales = history.group_actions(self.config.history)
+        b, g = history.latents.shape[0], len(scales)
+        inputs = {k: pooled[k].to(v) if k in pooled else v.new_zeros(b, g, v.shape[-1]) for k, v in grouped.items()}
+        # A scale-s patch covers 2s x 2s latents; the embedder pads a partial patch at the edge.
+        h, w = history.latents.shape[-2:]
+        return inputs, [math.ceil(h / (2 * s)) * math.ceil(w / (2 * s)) for s in scales]
+
+    def _history_embedding(self, block: int, routed: RoutedActions) -> torch.Tensor:
+        per_group = self.moae.block_embedding(block, routed.history)  # [B, G or 1, dim]
+        if routed.history_tokens is None:
+            return per_group
+        tokens = torch.tensor(routed.history_tokens, device=per_group.device)
+        return per_group.repeat_interleave(tokens, dim=1)
 
     def _head(self, x: torch.Tensor, temb: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         bb = self.backbone

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .actions import validate_actions
+from .actions import group_per_latent_frame, validate_actions
 from .history import History
 from .model import AstraWorldModel, KVCache
 from .sampler import sample_chunk, uses_guidance
@@ -32,7 +32,7 @@ class SessionState:
 
     def copy(self) -> SessionState:
         """An independent copy: stepping from one never changes the other."""
-        history = History(self.history.latents.clone(), self.history.indices.clone())
+        history = self.history.repeat(1)  # repeat_interleave copies, so this is a deep copy
         return SessionState(history, self.vae.copy(), self.rng_state.clone(), self.step_count)
 
 
@@ -155,7 +155,7 @@ class RolloutSession:
         guided = uses_guidance(scale, bool(acts))
         cache = KVCache() if use_kv_cache and cfg.attention == "block_causal" else None
         # AFG runs the conditional and the action-free branch as one batch [cond | free].
-        hist = History(torch.cat([history.latents, history.latents]), history.indices) if guided else history
+        hist = history.tiled(2) if guided else history
         batch_acts = {k: torch.cat([v, v]) for k, v in acts.items()} if guided else acts
 
         def velocity(x, t, mask):
@@ -163,7 +163,8 @@ class RolloutSession:
 
         latents = sample_chunk(velocity, noise, steps or cfg.sampler.steps, cfg.sampler.shift, scale, bool(acts))
         video = self.state.vae.decode(latents)
-        self.state.history = history.append(latents, cfg.history)
+        grouped = {k: group_per_latent_frame(v, cfg) for k, v in acts.items()}
+        self.state.history = history.append(latents, cfg.history, grouped)
         self.state.step_count += 1
         frames = video_to_frames(video).cpu().numpy()
         return frames[0] if self.batch_size == 1 else frames

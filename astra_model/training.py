@@ -34,14 +34,14 @@ def noise_augment_history(
     b = latents.shape[0]
     one_x = torch.tensor(slot_layout(history.length, layout).x1)
     if len(one_x) == 0:
-        return History(latents, history.indices)
+        return history.with_latents(latents)
     chosen = torch.rand(b, generator=generator) < cfg.prob
     sigma = cfg.sigma_min + (cfg.sigma_max - cfg.sigma_min) * torch.rand(b, generator=generator)
     sigma = (sigma * chosen).to(latents).view(b, 1, 1, 1, 1)
     target = latents[:, :, one_x]
     noise = torch.randn(target.shape, generator=generator).to(latents)
     latents[:, :, one_x] = (1 - sigma) * target + sigma * noise
-    return History(latents, history.indices)
+    return history.with_latents(latents)
 
 
 @dataclass

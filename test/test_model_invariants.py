@@ -7,7 +7,7 @@ import torch
 from conftest import randomise_action_path
 from diffusers import WanTransformer3DModel
 
-from astra_model import AstraConfig, AstraWorldModel
+from astra_model import AstraConfig, AstraWorldModel, History
 
 PAPER_TRAINABLE = 366.8e6
 
@@ -50,6 +50,24 @@ def test_trained_action_path_changes_the_prediction(tiny_model):
         a = tiny_model.predict_velocity(x, t, {"twist": torch.ones(1, 8, 6)})
         b = tiny_model.predict_velocity(x, t, {"twist": -torch.ones(1, 8, 6)})
     assert _rel_err(a, b) > 1e-3
+
+
+@pytest.mark.parametrize("with_actions", [False, True])
+def test_history_commands_reach_the_prediction_only_when_enabled(with_actions):
+    torch.manual_seed(0)
+    model = AstraWorldModel(AstraConfig.preset("tiny").replace(history={"with_actions": with_actions})).eval()
+    x, t, acts = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), {"twist": torch.ones(1, 8, 6)}
+    latents = torch.randn(1, 16, 3, 8, 8)
+
+    def predict(history_twist: float) -> torch.Tensor:
+        history = History(latents, torch.arange(3), {"twist": torch.full((1, 3, 24), history_twist)})
+        with torch.no_grad():
+            return model.predict_velocity(x, t, acts, history)
+
+    assert torch.equal(predict(1.0), predict(-1.0))  # experts at zero: no action path yet
+    randomise_action_path(model)
+    differs = _rel_err(predict(1.0), predict(-1.0)) > 1e-3
+    assert differs == with_actions
 
 
 def test_trainable_split_follows_the_paper(tiny_model):

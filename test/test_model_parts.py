@@ -76,6 +76,35 @@ def test_history_slots_and_positions():
     assert pos[8, 0] == 0 and pos[-1].tolist() == [24, 3, 3]
 
 
+def test_history_commands_stay_with_their_frames():
+    layout = HistoryConfig(first_frame=True, slots_4x=4, slots_2x=2, slots_1x=1)
+    hist = History(torch.zeros(1, 16, 2, 8, 8), torch.arange(2), {"twist": torch.tensor([[[1.0], [2.0]]])})
+    # A chunk without commands is unknown (zeros); a modality new to the history is zero before.
+    hist = hist.append(torch.zeros(1, 16, 2, 8, 8), layout)
+    hist = hist.append(torch.zeros(1, 16, 6, 8, 8), layout, {"joints": torch.arange(5.0, 11.0).view(1, 6, 1)})
+    assert hist.indices.tolist() == [0, *range(3, 10)]  # trimmed to 1 + 4 + 2 + 1 frames
+    assert hist.actions["twist"].flatten().tolist() == [1, 0, 0, 0, 0, 0, 0, 0]
+    assert hist.actions["joints"].flatten().tolist() == [0, 0, 5, 6, 7, 8, 9, 10]
+    assert hist.repeat(2).actions["joints"].shape == (2, 8, 1)
+    with pytest.raises(ValueError, match=r"history actions\['twist'\] must be \[1, 2, A\]"):
+        History(torch.zeros(1, 16, 2, 8, 8), torch.arange(2), {"twist": torch.zeros(1, 3, 1)})
+
+
+def test_history_command_groups_follow_the_embedders_tokens():
+    layout = HistoryConfig(first_frame=True, slots_4x=4, slots_2x=2, slots_1x=1)
+    model = AstraWorldModel(tiny_config(history=layout))
+    for length in (1, 2, 4, 8, 6):
+        values = torch.arange(float(length)).view(1, length, 1)
+        hist = History(torch.randn(1, 16, length, 8, 8), torch.arange(length), {"joints": values})
+        pooled, scales = hist.group_actions(layout)
+        tokens, _ = model.history_embedder(hist, layout)
+        per_scale = {4: 1, 2: 4, 1: 16}  # 8x8 latents: 2s x 2s patches
+        assert sum(per_scale[s] for s in scales) == tokens.shape[1]
+        assert pooled["joints"].shape == (1, len(scales), 1)
+    # 6 frames: the 4x group holds frames 1-2 (padded in front), 2x frames 3-4, 1x the first and the latest.
+    assert scales == [4, 2, 1, 1] and pooled["joints"].flatten().tolist() == [1.5, 3.5, 0.0, 5.0]
+
+
 def test_rope_matches_wan_on_a_dense_grid():
     model = AstraWorldModel(tiny_config())
     probe = torch.zeros(1, 16, 3, 8, 10)

@@ -76,6 +76,23 @@ def test_memory_is_bounded_over_long_rollouts(seed_frames):
     assert idx[0] == 0 and idx[-1] == 2 + 6 * 2 - 1  # first frame kept, latest frame is the newest
 
 
+def test_session_history_keeps_the_commands_of_each_chunk(seed_frames):
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(history={"with_actions": True})).eval()
+    randomise_action_path(model)
+    session = model.start(seed_frames, seed=1)
+    session.step(ACT)
+    snap = session.snapshot()
+    session.step(None)  # action-free: its frames' commands are unknown
+    twist = session.state.history.actions["twist"]
+    grouped = torch.from_numpy(ACT["twist"]).reshape(2, 24)
+    assert twist.shape == (1, 6, 24)  # 2 start latents (commands unknown), then 2 + 2 chunk latents
+    assert torch.equal(twist[0, :2], torch.zeros(2, 24)) and torch.equal(twist[0, 2:4], grouped)
+    assert torch.equal(twist[0, 4:], torch.zeros(2, 24))
+    session.restore(snap)  # the snapshot kept its own copy
+    assert torch.equal(session.state.history.actions["twist"], twist[:, :4])
+
+
 @pytest.mark.parametrize("use_guidance", [0.0, 2.0])
 def test_block_causal_kv_cache_matches_uncached(seed_frames, use_guidance):
     model = _model("block_causal")

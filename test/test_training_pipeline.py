@@ -26,19 +26,35 @@ def test_produced_by_shifts_commands_one_frame():
     assert produced_by(zoh).tolist() == [[0, 1], [0, 1], [2, 3], [4, 5]]
 
 
-def test_clips_take_history_before_and_actions_of_the_chunk():
-    cfg = tiny_config()
+def _numbered_clips(cfg) -> LatentClips:
+    """One random 21-frame episode whose twist command at frame t is t in every element."""
     torch.manual_seed(0)
     vae = AutoencoderKLWan(**cfg.vae).eval()
     frames = np.random.default_rng(0).integers(0, 255, (21, 32, 32, 3), dtype=np.uint8)
     actions = np.arange(21, dtype=np.float32)[:, None].repeat(6, axis=1)
-    clips = LatentClips([VideoEpisode(frames, {"twist": actions}, "ep")], vae, cfg, cache_dir=None)
-    history, target, acts = clips.sample(2, "twist", np.random.default_rng(3))
+    return LatentClips([VideoEpisode(frames, {"twist": actions}, "ep")], vae, cfg, cache_dir=None)
+
+
+def test_clips_take_history_before_and_actions_of_the_chunk():
+    cfg = tiny_config()
+    history, target, acts = _numbered_clips(cfg).sample(2, "twist", np.random.default_rng(3))
     j0 = history.next_index
     assert target.shape == (2, 16, 2, 4, 4) and acts["twist"].shape == (2, 8, 6)
     # Latent frame j0 holds video frames 4*j0-3 .. 4*j0; its actions start there.
     assert acts["twist"][0, :, 0].tolist() == list(range(4 * j0 - 3, 4 * j0 + 5))
     assert history.indices.tolist() == list(range(j0))[: cfg.history.capacity]
+
+
+def test_clips_give_history_frames_the_commands_that_produced_them():
+    history, _, _ = _numbered_clips(tiny_config(history={"with_actions": True})).sample(
+        2, "twist", np.random.default_rng(3)
+    )
+    twist = history.actions["twist"]
+    assert twist.shape == (2, history.length, 4 * 6)
+    for position, j in enumerate(history.indices.tolist()):
+        # Latent frame 0's command is unknown, as at the start of a rollout; frame j >= 1 holds video frames 4j-3 .. 4j.
+        expected = [0.0] * 4 if j == 0 else list(range(4 * j - 3, 4 * j + 1))
+        assert twist[1, position, ::6].tolist() == expected
 
 
 @pytest.fixture(scope="module")
