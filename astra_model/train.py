@@ -5,7 +5,7 @@ Stages (one YAML config each, see `config/train_*.yaml`):
 1. `vae`: train a Wan VAE (`AutoencoderKLWan` config) on the frames; afterwards its latent statistics
    are measured and stored in its config, so latents are normalised for diffusion.
 2. `backbone`: pretrain the Wan transformer action-free as a video continuation model (with the
-   history embedders), on the stage-1 VAE's latents.
+   history embedders), on the stage-1 VAE's latents, one micro-batch per domain per optimiser step.
 3. `astra`: freeze the backbone and train ACT-Adapters, self-attention, history embedders and MoAE with
    flow matching, noise-augmented history and action dropout, all domains mixed (one micro-batch per
    modality per optimiser step). `ablation:` trains the paper's ablations with the same budget.
@@ -206,13 +206,14 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
     net = wrap(model)
     clips = LatentClips(train_eps, model.vae, config, cfg.data.cache_dir)
     val_clips = LatentClips(val_eps, model.vae, config, cfg.data.cache_dir)
-    modalities = clips.modalities() if cfg.stage == "astra" else [None]
+    # One micro-batch per domain in both stages, so every world is seen equally; the backbone drops the actions.
+    modalities = clips.modalities()
     use_aug = cfg.ablation != "no_noise_aug"
 
     def batch_loss(data: LatentClips, modality, rng, gen, evaluating: bool = False, shuffle: bool = False):
-        history, target, actions = data.sample(cfg.batch_size, modality or data.modalities()[0], rng)
+        history, target, actions = data.sample(cfg.batch_size, modality, rng)
         history.latents = history.latents.to(device)
-        acts = {k: v.to(device) for k, v in actions.items()} if modality else None
+        acts = {k: v.to(device) for k, v in actions.items()} if cfg.stage == "astra" else None
         if shuffle:
             # Another sample's commands for the same history: what the loss owes to the actions.
             acts = {k: v.roll(1, dims=0) for k, v in acts.items()}
@@ -244,7 +245,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
                 np.mean([batch_loss(val_clips, modality, rng, gen, True, shuffle).flow.item() for _ in range(4)])
             )
 
-        metrics = {f"val_flow/{m or 'all'}": val_flow(m) for m in modalities}
+        metrics = {f"val_flow/{m}": val_flow(m) for m in modalities}
         metrics["val_flow"] = float(np.mean(list(metrics.values())))
         if cfg.stage == "astra":
             # Same clips and noise with the commands swapped between samples: > 0 once actions are used.

@@ -89,13 +89,31 @@ def _config(recorded, tmp_path, name: str, **fields) -> TrainConfig:
     return TrainConfig.load(path)
 
 
+MODEL_CFG = {"preset": "tiny", "action_labels": {"joints": JOINTS, "twist": [f"t{i}" for i in range(6)]}}
+
+
 @pytest.fixture(scope="module")
-def backbone_dir(recorded, tmp_path_factory):
+def vae_dir(recorded, tmp_path_factory):
+    return train(_config(recorded, tmp_path_factory.mktemp("vae"), "vae", vae_clip_frames=5))
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(recorded, vae_dir, tmp_path_factory):
     """Stages 1 and 2, trained for two steps each."""
-    tmp_path = tmp_path_factory.mktemp("stages")
-    vae_dir = train(_config(recorded, tmp_path, "vae", vae_clip_frames=5))
-    model_cfg = {"preset": "tiny", "action_labels": {"joints": JOINTS, "twist": [f"t{i}" for i in range(6)]}}
-    return train(_config(recorded, tmp_path, "backbone", init_from=str(vae_dir), model=model_cfg))
+    return train(
+        _config(recorded, tmp_path_factory.mktemp("backbone"), "backbone", init_from=str(vae_dir), model=MODEL_CFG)
+    )
+
+
+def _stage(cfg: TrainConfig):
+    return world_model_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+
+
+def test_backbone_stage_learns_every_domain(recorded, vae_dir, tmp_path):
+    stage = _stage(_config(recorded, tmp_path, "backbone", init_from=str(vae_dir), model=MODEL_CFG))
+    metrics = stage.evaluate()
+    assert set(metrics) == {"val_flow", "val_flow/camera_pose", "val_flow/joints", "val_flow/twist"}
+    assert len({metrics[f"val_flow/{m}"] for m in ("camera_pose", "joints", "twist")}) == 3
 
 
 def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbone_dir, tmp_path):
@@ -120,8 +138,7 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbo
 
 
 def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backbone_dir, tmp_path):
-    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
-    stage = world_model_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+    stage = _stage(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     before = stage.evaluate()
     gaps = {k for k in before if k.startswith("action_gap/")}
     assert gaps == {"action_gap/camera_pose", "action_gap/joints", "action_gap/twist"}
