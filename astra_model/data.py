@@ -98,14 +98,14 @@ class LatentClips:
         first = 1 + ratio * (j0 - 1)  # first video frame of latent frame j0
         past = {}
         if self.config.history.with_actions:
-            past[modality] = torch.stack([self._history_commands(ep.actions[modality][:first]) for ep in chosen])
+            past[modality] = torch.stack([self._latent_frame_commands(ep.actions[modality][:first]) for ep in chosen])
         history = History(torch.stack([ep.latents[:, :j0] for ep in chosen]), torch.arange(j0), past)
         history = history.trimmed(self.config.history)
         target = torch.stack([ep.latents[:, j0 : j0 + f] for ep in chosen])
         acts = torch.stack([ep.actions[modality][first : first + f * ratio] for ep in chosen])
         return history, target, {modality: acts}
 
-    def _history_commands(self, per_frame: torch.Tensor) -> torch.Tensor:
+    def _latent_frame_commands(self, per_frame: torch.Tensor) -> torch.Tensor:
         """`[1 + ratio * (T - 1), D]` commands of T latent frames -> `[T, A]` grouped, zeros for frame 0:
         a rollout starts from a frame whose command it does not know, so training never shows one."""
         grouped = group_per_latent_frame(per_frame[None, 1:], self.config)[0]

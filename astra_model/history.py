@@ -12,6 +12,7 @@ cost fewer tokens. Each token's rotary position is the true (frame, row, column)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -175,6 +176,12 @@ class HistoryEmbedder(nn.Module):
             tiles = kt * (kh // 2) * (kw // 2)
             conv.weight.copy_(patch.weight.repeat(1, 1, kt, kh // 2, kw // 2) / tiles)
             conv.bias.copy_(patch.bias)
+
+    def group_tokens(self, scale: int, height: int, width: int) -> int:
+        """Tokens one time group at `scale` (1, 2 or 4) embeds from `height x width` latents; a partial
+        patch at the edge is padded, so it counts."""
+        _, kh, kw = {1: self.proj_1x, 2: self.proj_2x, 4: self.proj_4x}[scale].kernel_size
+        return math.ceil(height / kh) * math.ceil(width / kw)
 
     def forward(self, history: History, layout: HistoryConfig) -> tuple[torch.Tensor, torch.Tensor]:
         """Embed the packed history.

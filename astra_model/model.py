@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,9 +282,8 @@ class AstraWorldModel(nn.Module):
         pooled, scales = history.group_actions(self.config.history)
         b, g = history.latents.shape[0], len(scales)
         inputs = {k: pooled[k].to(v) if k in pooled else v.new_zeros(b, g, v.shape[-1]) for k, v in grouped.items()}
-        # A scale-s patch covers 2s x 2s latents; the embedder pads a partial patch at the edge.
         h, w = history.latents.shape[-2:]
-        return inputs, [math.ceil(h / (2 * s)) * math.ceil(w / (2 * s)) for s in scales]
+        return inputs, [self.history_embedder.group_tokens(s, h, w) for s in scales]
 
     def _history_embedding(self, block: int, routed: RoutedActions) -> torch.Tensor:
         per_group = self.moae.block_embedding(block, routed.history)  # [B, G or 1, dim]

@@ -156,10 +156,11 @@ def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backb
     assert after["val_flow/twist"] != before["val_flow/twist"]
 
 
-def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, tmp_path):
-    first = train(_config(recorded, tmp_path, "vae", vae_clip_frames=5))
-    tuned = train(_config(recorded, tmp_path, "vae_long", stage="vae", init_from=str(first), vae_clip_frames=9, lr=0.0))
-    a, b = AutoencoderKLWan.from_pretrained(first), AutoencoderKLWan.from_pretrained(tuned)
+def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_path):
+    tuned = train(
+        _config(recorded, tmp_path, "vae_long", stage="vae", init_from=str(vae_dir), vae_clip_frames=9, lr=0.0)
+    )
+    a, b = AutoencoderKLWan.from_pretrained(vae_dir), AutoencoderKLWan.from_pretrained(tuned)
     # lr 0: the fine-tune starts from (and keeps) the first run's weights, not a fresh initialisation.
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
