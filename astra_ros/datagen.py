@@ -5,6 +5,12 @@ commands on the node's topic names (`/cmd_vel`, `/joint_command`, `/camera_pose_
 stamped at the frame time it was issued and produces the next frame, so frame i+1 is the result of the
 command sampled (zero-order hold) at frame i.
 
+`--branches K` also records, per seed, K counterfactual episodes (`seed_<n>_b<k>`): the same world and
+the same frames up to a branch frame drawn per seed, then commands sampled afresh from that state.
+Within a smooth command stream the next commands are mostly predictable from the motion already on
+screen, so a model can predict well while ignoring them; branches show it one history with several
+futures that only the commands tell apart.
+
     python -m astra_ros.datagen --domains mobile arm camera --episodes 24 --frames 81 --out data/train
 """
 
@@ -25,11 +31,26 @@ ACTION_TOPICS = {"twist": "/cmd_vel", "joints": "/joint_command", "camera_pose":
 EPOCH_NS = 1_700_000_000 * 10**9
 
 
-def record_episode(domain: str, seed: int, frames: int, image_size: int, path: Path, storage: str) -> None:
-    """Roll the `domain` world for `frames` frames from seed `seed` with its own sampled commands."""
+def branch_frame(seed: int, frames: int) -> int:
+    """Index of the first command a seed's branches resample: the first frame of a latent frame
+    (1 + 4 m, for the Wan VAE's 4x time folding) with at least two latent frames before it and one
+    chunk of two after it."""
+    latent_frames = 1 + (frames - 1) // 4
+    return 4 * int(np.random.default_rng([seed, 0]).integers(1, max(2, latent_frames - 2)))
+
+
+def record_episode(
+    domain: str, seed: int, frames: int, image_size: int, path: Path, storage: str, branch: int = 0
+) -> None:
+    """Roll the `domain` world for `frames` frames from seed `seed` with its own sampled commands.
+
+    `branch` k > 0 keeps the commands of branch 0 before `branch_frame(seed, frames)` and samples the
+    rest with a generator of its own, from the state reached there.
+    """
     with make_env(domain, seed=seed, image_size=image_size) as env:
         rng = np.random.default_rng(seed)
         actions = env.sample_actions(frames - 1, rng)
+        fork = branch_frame(seed, frames) if branch else None
         dt_ns = round(1e9 / env.frame_rate)
         joint_names = env.action_names if env.modality == "joints" else None
         topics = {env.modality: ACTION_TOPICS[env.modality]}
@@ -40,6 +61,8 @@ def record_episode(domain: str, seed: int, frames: int, image_size: int, path: P
             for i in range(frames):
                 t_ns = EPOCH_NS + seed * 10**12 + i * dt_ns
                 writer.write_frame(t_ns, frame)
+                if i == fork:
+                    actions[i:] = env.sample_actions(frames - 1 - i, np.random.default_rng([seed, branch]))
                 if i < frames - 1:
                     writer.write_action(env.modality, t_ns, actions[i])
                     frame = env.step(actions[i])
@@ -51,18 +74,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=8, help="episodes per domain")
     parser.add_argument("--frames", type=int, default=81, help="frames per episode (1 + 4k suits the VAE)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode e uses seed + e")
+    parser.add_argument("--branches", type=int, default=0, help="counterfactual episodes per seed (see above)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     parser.add_argument("--out", required=True, help="output folder; bags go to OUT/<domain>/seed_<n>")
     args = parser.parse_args(argv)
 
-    jobs = [(d, args.seed + e) for d in args.domains for e in range(args.episodes)]
-    for domain, seed in tqdm(jobs, desc="episodes", unit="bag"):
-        path = Path(args.out) / domain / f"seed_{seed:05d}"
+    if args.branches < 0:
+        parser.error("--branches must be >= 0")
+    jobs = [(d, args.seed + e, b) for d in args.domains for e in range(args.episodes) for b in range(1 + args.branches)]
+    for domain, seed, branch in tqdm(jobs, desc="episodes", unit="bag"):
+        path = Path(args.out) / domain / (f"seed_{seed:05d}" + (f"_b{branch}" if branch else ""))
         if path.exists():
             raise SystemExit(f"{path} exists; choose another --out or --seed")
         path.parent.mkdir(parents=True, exist_ok=True)
-        record_episode(domain, seed, args.frames, args.image_size, path, args.storage)
+        record_episode(domain, seed, args.frames, args.image_size, path, args.storage, branch)
     print(f"recorded {len(jobs)} episodes of {args.frames} frames into {args.out}")
 
 

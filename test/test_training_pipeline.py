@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from astra_model import AstraWorldModel
 from astra_model.data import LatentClips, VideoEpisode, produced_by
 from astra_model.train import TrainConfig, _load_episodes, latest_checkpoint, train, world_model_stage
-from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC
+from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC, branch_frame
 from astra_ros.datagen import main as datagen
 from astra_ros.dataset import load_bag_episodes
 
@@ -72,6 +72,28 @@ def test_datagen_bags_read_back_with_their_own_topics(recorded):
     assert set(by_modality) == {"twist", "joints", "camera_pose"}
     for modality, ep in by_modality.items():
         assert ep.frames.shape == (21, 32, 32, 3) and ep.actions[modality].shape[0] == 21
+
+
+def test_datagen_branches_share_the_past_and_part_at_the_branch_frame(recorded, tmp_path):
+    datagen(
+        ["--domains", "mobile", "--episodes", "1", "--frames", "21", "--image-size", "32"]
+        + ["--branches", "2", "--out", str(tmp_path)]
+    )
+    names = sorted(p.name for p in (tmp_path / "mobile").iterdir())
+    assert names == ["seed_00000", "seed_00000_b1", "seed_00000_b2"]
+    topics = {"twist": ACTION_TOPICS["twist"]}
+    trunk, *branches = (load_bag_episodes([str(tmp_path / "mobile" / n)], IMAGE_TOPIC, topics)[0] for n in names)
+    plain = load_bag_episodes([str(recorded / "train/mobile/seed_00000")], IMAGE_TOPIC, topics)[0]
+    assert np.array_equal(trunk.frames, plain.frames)  # branch 0 is the ordinary recording
+    # Row t of the actions produced frame t: the first resampled command makes frame k + 1.
+    k = branch_frame(0, 21)
+    assert k % 4 == 0 and 4 <= k <= 21 - 1 - 8
+    for ep in branches:
+        assert np.array_equal(ep.frames[: k + 1], trunk.frames[: k + 1])
+        assert np.array_equal(ep.actions["twist"][: k + 1], trunk.actions["twist"][: k + 1])
+        assert not np.array_equal(ep.actions["twist"][k + 1], trunk.actions["twist"][k + 1])
+        assert not np.array_equal(ep.frames[k + 2 :], trunk.frames[k + 2 :])
+    assert not np.array_equal(branches[0].actions["twist"], branches[1].actions["twist"])
 
 
 def _config(recorded, tmp_path, name: str, **fields) -> TrainConfig:
