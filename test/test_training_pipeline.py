@@ -75,10 +75,8 @@ def test_datagen_bags_read_back_with_their_own_topics(recorded):
 
 
 def test_datagen_branches_share_the_past_and_part_at_the_branch_frame(recorded, tmp_path):
-    datagen(
-        ["--domains", "mobile", "--episodes", "1", "--frames", "21", "--image-size", "32"]
-        + ["--branches", "2", "--out", str(tmp_path)]
-    )
+    args = ["--domains", "mobile", "--episodes", "1", "--frames", "21", "--image-size", "32", "--branches", "2"]
+    datagen([*args, "--out", str(tmp_path)])
     names = sorted(p.name for p in (tmp_path / "mobile").iterdir())
     assert names == ["seed_00000", "seed_00000_b1", "seed_00000_b2"]
     topics = {"twist": ACTION_TOPICS["twist"]}
