@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped demo world model from scratch with the project's own commands:
-# record the three MuJoCo worlds, then the three training stages, the VAE in two runs; steps come from
-# config/train_*.yaml.
+# record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the three
+# training stages, the VAE in two runs; steps come from config/train_*.yaml.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,7 @@ SCALE=${STEPS_SCALE:-1}
 steps() { $PY -c "import yaml; print(max(2, int(yaml.safe_load(open('$1'))['steps'] * $SCALE)))"; }
 
 [ -d data/train ] || $PY -m astra_ros.datagen --episodes 48 --frames 81 --seed 0 --out data/train
+[ -d data/branched ] || $PY -m astra_ros.datagen --episodes 48 --frames 81 --seed 0 --branches 3 --out data/branched
 [ -d data/val ] || $PY -m astra_ros.datagen --episodes 6 --frames 81 --seed 1000 --out data/val
 
 $PY -m astra_model.train config/train_vae.yaml --resume \
