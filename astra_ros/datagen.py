@@ -29,12 +29,13 @@ IMAGE_TOPIC = "/camera/image_raw"
 ACTION_TOPICS = {"twist": "/cmd_vel", "joints": "/joint_command", "camera_pose": "/camera_pose_cmd"}
 # Episodes start at a fixed epoch so recordings are reproducible byte for byte.
 EPOCH_NS = 1_700_000_000 * 10**9
+MIN_BRANCHED_FRAMES = 13  # 1 + 4 * 3: a branch frame with history before it and a chunk after it
 
 
 def branch_frame(seed: int, frames: int) -> int:
-    """Index of the first command a seed's branches resample: the first frame of a latent frame
-    (1 + 4 m, for the Wan VAE's 4x time folding) with at least two latent frames before it and one
-    chunk of two after it."""
+    """Index 4 m of the first command a seed's branches resample. It produces frame 4 m + 1, the first
+    video frame of latent frame m + 1 (the Wan VAE folds 4 frames into one), so branches part at a
+    latent-frame boundary with at least two latent frames before it and a chunk of two after it."""
     latent_frames = 1 + (frames - 1) // 4
     return 4 * int(np.random.default_rng([seed, 0]).integers(1, max(2, latent_frames - 2)))
 
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.branches < 0:
         parser.error("--branches must be >= 0")
+    if args.branches and args.frames < MIN_BRANCHED_FRAMES:
+        parser.error(f"--branches needs --frames >= {MIN_BRANCHED_FRAMES} (two latent frames, then a chunk of two)")
     jobs = [(d, args.seed + e, b) for d in args.domains for e in range(args.episodes) for b in range(1 + args.branches)]
     for domain, seed, branch in tqdm(jobs, desc="episodes", unit="bag"):
         path = Path(args.out) / domain / (f"seed_{seed:05d}" + (f"_b{branch}" if branch else ""))

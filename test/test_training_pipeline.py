@@ -94,6 +94,13 @@ def test_datagen_branches_share_the_past_and_part_at_the_branch_frame(recorded, 
     assert not np.array_equal(branches[0].actions["twist"], branches[1].actions["twist"])
 
 
+def test_datagen_refuses_branches_of_episodes_too_short_to_part(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        datagen(["--domains", "mobile", "--episodes", "1", "--frames", "9", "--branches", "1", "--out", str(tmp_path)])
+    assert "--branches needs --frames >= 13" in capsys.readouterr().err
+    assert not (tmp_path / "mobile").exists()
+
+
 def _config(recorded, tmp_path, name: str, **fields) -> TrainConfig:
     data = {
         "train": [str(recorded / "train/*/seed_*")],
