@@ -4,6 +4,11 @@ An episode is uint8 frames `[T, H, W, 3]` with, per modality, the action that *p
 (`[T, D]`; row 0 is never used). Latents are cached on disk keyed by the episode content and the VAE
 weights, so epochs after the first are cheap. A clip is what one rollout step sees: the latent frames
 before `j0` as history (true indices, trimmed to the memory layout) and latents `j0 .. j0+F-1` as target.
+
+Counterfactual branches (episodes that share their first frames, then part under other commands, as
+`datagen --branches` records) are found from the latents themselves. `sample(..., parting_prob=p)`
+starts a batch, with probability p, at the latent frame where one such family parts: one history,
+several futures that only the commands tell apart.
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ def _fingerprint(*arrays: np.ndarray | torch.Tensor) -> str:
 
 
 @dataclass
+class Parting:
+    """Episodes (indices into `LatentClips.episodes`) equal up to latent frame `frame`, which differs."""
+
+    members: list[int]
+    frame: int
+
+
+@dataclass
 class LatentEpisode:
     latents: torch.Tensor  # [C, L, h, w]
     actions: dict[str, torch.Tensor]  # per video frame [1 + 4 (L - 1), D]
@@ -65,6 +78,30 @@ class LatentClips:
             raise ValueError(
                 f"episodes need at least {1 + config.chunk_latent_frames} latent frames, shortest has {shortest}"
             )
+        self.partings = self._find_partings()
+
+    def _find_partings(self) -> list[Parting]:
+        """Families of episodes with the same modality and the same first latent frame, and where they part."""
+        families: dict[tuple, list[int]] = {}
+        for i, ep in enumerate(self.episodes):
+            key = (tuple(sorted(ep.actions)), _fingerprint(ep.latents[:, :1]))
+            families.setdefault(key, []).append(i)
+        f = self.config.chunk_latent_frames
+        out = []
+        for members in families.values():
+            if len(members) < 2:
+                continue
+            first = self.episodes[members[0]].latents
+            frame = min(self._first_difference(first, self.episodes[m].latents) for m in members[1:])
+            if 1 <= frame <= min(self.episodes[m].latents.shape[1] for m in members) - f:
+                out.append(Parting(members, frame))
+        return out
+
+    @staticmethod
+    def _first_difference(a: torch.Tensor, b: torch.Tensor) -> int:
+        n = min(a.shape[1], b.shape[1])
+        differs = (a[:, :n] != b[:, :n]).flatten(2).any(dim=2).any(dim=0).nonzero()
+        return int(differs[0]) if len(differs) else n
 
     def _encode(self, ep: VideoEpisode, vae, cache_dir, vae_key: str) -> LatentEpisode:
         ratio = self.config.temporal_ratio
@@ -86,15 +123,24 @@ class LatentClips:
         return sorted({m for ep in self.episodes for m in ep.actions})
 
     def sample(
-        self, batch: int, modality: str, rng: np.random.Generator
+        self, batch: int, modality: str, rng: np.random.Generator, parting_prob: float = 0.0
     ) -> tuple[History, torch.Tensor, dict[str, torch.Tensor]]:
-        """A batch of clips from episodes of `modality`: (history, target `[B, C, F, h, w]`, actions)."""
+        """A batch of clips from episodes of `modality`: (history, target `[B, C, F, h, w]`, actions).
+
+        With probability `parting_prob` (and a family of branches of `modality` to draw from) the batch
+        starts where one family of branches parts, its clips drawn from that family's members."""
         pool = [ep for ep in self.episodes if modality in ep.actions]
         if not pool:
             raise ValueError(f"no episode has actions of modality {modality!r}")
-        chosen = [pool[i] for i in rng.integers(0, len(pool), size=batch)]
         f, ratio = self.config.chunk_latent_frames, self.config.temporal_ratio
-        j0 = int(rng.integers(1, min(ep.latents.shape[1] for ep in chosen) - f + 1))
+        partings = [p for p in self.partings if modality in self.episodes[p.members[0]].actions]
+        if parting_prob > 0 and partings and rng.random() < parting_prob:
+            parting = partings[int(rng.integers(0, len(partings)))]
+            chosen = [self.episodes[parting.members[i]] for i in rng.integers(0, len(parting.members), size=batch)]
+            j0 = parting.frame
+        else:
+            chosen = [pool[i] for i in rng.integers(0, len(pool), size=batch)]
+            j0 = int(rng.integers(1, min(ep.latents.shape[1] for ep in chosen) - f + 1))
         first = 1 + ratio * (j0 - 1)  # first video frame of latent frame j0
         past = {}
         if self.config.history.with_actions:

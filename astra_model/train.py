@@ -73,6 +73,8 @@ class TrainConfig:
     seed: int = 0
     ablation: str | None = None
     vae_clip_frames: int = 5
+    # Share of stage-3 batches that start where a family of counterfactual branches parts (see data.py).
+    parting_prob: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -211,7 +213,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
     use_aug = cfg.ablation != "no_noise_aug"
 
     def batch_loss(data: LatentClips, modality, rng, gen, evaluating: bool = False, shuffle: bool = False):
-        history, target, actions = data.sample(cfg.batch_size, modality, rng)
+        history, target, actions = data.sample(cfg.batch_size, modality, rng, 0.0 if evaluating else cfg.parting_prob)
         history.latents = history.latents.to(device)
         acts = {k: v.to(device) for k, v in actions.items()} if cfg.stage == "astra" else None
         if shuffle:

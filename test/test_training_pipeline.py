@@ -57,6 +57,38 @@ def test_clips_give_history_frames_the_commands_that_produced_them():
         assert twist[1, position, ::6].tolist() == expected
 
 
+def _branched_clips(cfg) -> LatentClips:
+    """Three 21-frame episodes equal up to video frame 8 (latent frames 0-2), then apart, and one unrelated."""
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**cfg.vae).eval()
+    rng = np.random.default_rng(0)
+    trunk = rng.integers(0, 255, (21, 32, 32, 3), dtype=np.uint8)
+    episodes = []
+    for b in range(4):
+        frames = rng.integers(0, 255, trunk.shape, dtype=np.uint8)
+        if b < 3:
+            frames[:9] = trunk[:9]
+        actions = np.full((21, 6), float(b), dtype=np.float32)
+        episodes.append(VideoEpisode(frames, {"twist": actions}, f"ep{b}"))
+    return LatentClips(episodes, vae, cfg, cache_dir=None)
+
+
+def test_clips_find_where_branches_part_and_start_batches_there():
+    cfg = tiny_config(history={"with_actions": True})
+    clips = _branched_clips(cfg)
+    # Frame 9 is the first video frame of latent frame 3, so the causal VAE's latents part there.
+    assert [(p.members, p.frame) for p in clips.partings] == [([0, 1, 2], 3)]
+    history, target, acts = clips.sample(6, "twist", np.random.default_rng(0), parting_prob=1.0)
+    assert history.next_index == 3
+    assert torch.equal(history.latents, history.latents[:1].expand_as(history.latents))  # one shared past
+    members = acts["twist"][:, 0, 0].tolist()
+    assert set(members) <= {0.0, 1.0, 2.0} and len(set(members)) > 1  # several futures, never the unrelated one
+    a, b = members.index(members[0]), next(i for i, m in enumerate(members) if m != members[0])
+    assert not torch.equal(target[a], target[b])
+    starts = {clips.sample(2, "twist", np.random.default_rng(s))[0].next_index for s in range(20)}
+    assert len(starts) > 1  # without parting_prob, starts stay uniform
+
+
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     root = tmp_path_factory.mktemp("bags")
