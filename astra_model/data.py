@@ -80,21 +80,23 @@ class LatentClips:
             )
         self.partings = self._find_partings()
 
-    def _find_partings(self) -> list[Parting]:
-        """Families of episodes with the same modality and the same first latent frame, and where they part."""
+    def _find_partings(self) -> dict[str, list[Parting]]:
+        """Per modality, the families of episodes with that modality and the same first latent frame, and
+        where they part."""
         families: dict[tuple, list[int]] = {}
         for i, ep in enumerate(self.episodes):
             key = (tuple(sorted(ep.actions)), _fingerprint(ep.latents[:, :1]))
             families.setdefault(key, []).append(i)
         f = self.config.chunk_latent_frames
-        out = []
-        for members in families.values():
+        out: dict[str, list[Parting]] = {}
+        for (modalities, _), members in families.items():
             if len(members) < 2:
                 continue
             first = self.episodes[members[0]].latents
             frame = min(self._first_difference(first, self.episodes[m].latents) for m in members[1:])
             if 1 <= frame <= min(self.episodes[m].latents.shape[1] for m in members) - f:
-                out.append(Parting(members, frame))
+                for modality in modalities:
+                    out.setdefault(modality, []).append(Parting(members, frame))
         return out
 
     @staticmethod
@@ -133,7 +135,7 @@ class LatentClips:
         if not pool:
             raise ValueError(f"no episode has actions of modality {modality!r}")
         f, ratio = self.config.chunk_latent_frames, self.config.temporal_ratio
-        partings = [p for p in self.partings if modality in self.episodes[p.members[0]].actions]
+        partings = self.partings.get(modality, [])
         if parting_prob > 0 and partings and rng.random() < parting_prob:
             parting = partings[int(rng.integers(0, len(partings)))]
             chosen = [self.episodes[parting.members[i]] for i in rng.integers(0, len(parting.members), size=batch)]

@@ -36,8 +36,10 @@ def branch_frame(seed: int, frames: int) -> int:
     """Index 4 m of the first command a seed's branches resample. It produces frame 4 m + 1, the first
     video frame of latent frame m + 1 (the Wan VAE folds 4 frames into one), so branches part at a
     latent-frame boundary with at least two latent frames before it and a chunk of two after it."""
+    if frames < MIN_BRANCHED_FRAMES:
+        raise ValueError(f"branches need episodes of at least {MIN_BRANCHED_FRAMES} frames, got {frames}")
     latent_frames = 1 + (frames - 1) // 4
-    return 4 * int(np.random.default_rng([seed, 0]).integers(1, max(2, latent_frames - 2)))
+    return 4 * int(np.random.default_rng([seed, 0]).integers(1, latent_frames - 2))
 
 
 def record_episode(

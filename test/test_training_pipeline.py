@@ -77,7 +77,7 @@ def test_clips_find_where_branches_part_and_start_batches_there():
     cfg = tiny_config(history={"with_actions": True})
     clips = _branched_clips(cfg)
     # Frame 9 is the first video frame of latent frame 3, so the causal VAE's latents part there.
-    assert [(p.members, p.frame) for p in clips.partings] == [([0, 1, 2], 3)]
+    assert {m: [(p.members, p.frame) for p in ps] for m, ps in clips.partings.items()} == {"twist": [([0, 1, 2], 3)]}
     history, target, acts = clips.sample(6, "twist", np.random.default_rng(0), parting_prob=1.0)
     assert history.next_index == 3
     assert torch.equal(history.latents, history.latents[:1].expand_as(history.latents))  # one shared past
