@@ -8,7 +8,7 @@ before `j0` as history (true indices, trimmed to the memory layout) and latents 
 Counterfactual branches (episodes that share their first frames, then part under other commands, as
 `datagen --branches` records) are found from the latents themselves. `sample(..., parting_prob=p)`
 starts a batch, with probability p, at the latent frame where one such family parts: one history,
-several futures that only the commands tell apart.
+several futures that only the commands tell apart (a `ClipBatch` with `family=True`).
 """
 
 from __future__ import annotations
@@ -57,6 +57,23 @@ class Parting:
 
     members: list[int]
     frame: int
+
+
+@dataclass
+class ClipBatch:
+    """A training batch of clips.
+
+    Attributes:
+        history: the clean history of each clip.
+        target: `[B, C, F, h, w]` latents of the chunk to generate.
+        actions: modality -> `[B, F * temporal_ratio, D]` commands of the chunk, per video frame.
+        family: every clip starts where one family of branches parts, so all share one history.
+    """
+
+    history: History
+    target: torch.Tensor
+    actions: dict[str, torch.Tensor]
+    family: bool
 
 
 @dataclass
@@ -124,10 +141,8 @@ class LatentClips:
     def modalities(self) -> list[str]:
         return sorted({m for ep in self.episodes for m in ep.actions})
 
-    def sample(
-        self, batch: int, modality: str, rng: np.random.Generator, parting_prob: float = 0.0
-    ) -> tuple[History, torch.Tensor, dict[str, torch.Tensor]]:
-        """A batch of clips from episodes of `modality`: (history, target `[B, C, F, h, w]`, actions).
+    def sample(self, batch: int, modality: str, rng: np.random.Generator, parting_prob: float = 0.0) -> ClipBatch:
+        """A batch of clips from episodes of `modality`.
 
         With probability `parting_prob` (and a family of branches of `modality` to draw from) the batch
         starts where one family of branches parts, its clips drawn from that family's members."""
@@ -136,7 +151,8 @@ class LatentClips:
             raise ValueError(f"no episode has actions of modality {modality!r}")
         f, ratio = self.config.chunk_latent_frames, self.config.temporal_ratio
         partings = self.partings.get(modality, [])
-        if parting_prob > 0 and partings and rng.random() < parting_prob:
+        family = parting_prob > 0 and bool(partings) and rng.random() < parting_prob
+        if family:
             parting = partings[int(rng.integers(0, len(partings)))]
             chosen = [self.episodes[parting.members[i]] for i in rng.integers(0, len(parting.members), size=batch)]
             j0 = parting.frame
@@ -151,7 +167,7 @@ class LatentClips:
         history = history.trimmed(self.config.history)
         target = torch.stack([ep.latents[:, j0 : j0 + f] for ep in chosen])
         acts = torch.stack([ep.actions[modality][first : first + f * ratio] for ep in chosen])
-        return history, target, {modality: acts}
+        return ClipBatch(history, target, {modality: acts}, family)
 
     def _latent_frame_commands(self, per_frame: torch.Tensor) -> torch.Tensor:
         """`[1 + ratio * (T - 1), D]` commands of T latent frames -> `[T, A]` grouped, zeros for frame 0:

@@ -75,6 +75,8 @@ class TrainConfig:
     vae_clip_frames: int = 5
     # Share of stage-3 batches that start where a family of counterfactual branches parts (see data.py).
     parting_prob: float = 0.0
+    # Weight of the family term on those batches (see training.py; 0 is the paper's plain flow matching).
+    family_weight: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -212,22 +214,25 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
     modalities = clips.modalities()
     use_aug = cfg.ablation != "no_noise_aug"
 
-    def batch_loss(data: LatentClips, modality, rng, gen, evaluating: bool = False, shuffle: bool = False):
-        history, target, actions = data.sample(cfg.batch_size, modality, rng, 0.0 if evaluating else cfg.parting_prob)
-        history.latents = history.latents.to(device)
-        acts = {k: v.to(device) for k, v in actions.items()} if cfg.stage == "astra" else None
+    def batch_loss(data: LatentClips, modality, rng, gen, evaluating=False, shuffle=False, parting=None):
+        if parting is None:
+            parting = 0.0 if evaluating else cfg.parting_prob
+        clips = data.sample(cfg.batch_size, modality, rng, parting)
+        clips.history.latents = clips.history.latents.to(device)
+        acts = {k: v.to(device) for k, v in clips.actions.items()} if cfg.stage == "astra" else None
         if shuffle:
             # Another sample's commands for the same history: what the loss owes to the actions.
             acts = {k: v.roll(1, dims=0) for k, v in acts.items()}
         return flow_matching_loss(
             model,
-            target.to(device),
-            history,
+            clips.target.to(device),
+            clips.history,
             acts,
             gen,
             noise_augmentation=use_aug and not evaluating,
             action_dropout=not evaluating,
             forward=net,
+            family_weight=cfg.family_weight if clips.family and not evaluating else 0.0,
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -236,16 +241,16 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             "total": sum(t.total for t in terms) / len(terms),
             "flow": sum(t.flow for t in terms) / len(terms),
             "load_balance": sum(t.load_balance for t in terms) / len(terms),
+            "family": sum(t.family for t in terms) / len(terms),
         }
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
         # Clean history and every action kept, so the numbers compare across runs and ablations.
-        def val_flow(modality, shuffle: bool = False) -> float:
+        def val_flow(modality, shuffle: bool = False, parting: float = 0.0) -> float:
             rng, gen = np.random.default_rng(1234), torch.Generator().manual_seed(1234)
-            return float(
-                np.mean([batch_loss(val_clips, modality, rng, gen, True, shuffle).flow.item() for _ in range(4)])
-            )
+            losses = [batch_loss(val_clips, modality, rng, gen, True, shuffle, parting).flow.item() for _ in range(4)]
+            return float(np.mean(losses))
 
         metrics = {f"val_flow/{m}": val_flow(m) for m in modalities}
         metrics["val_flow"] = float(np.mean(list(metrics.values())))
@@ -253,6 +258,9 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             # Same clips and noise with the commands swapped between samples: > 0 once actions are used.
             for m in modalities:
                 metrics[f"action_gap/{m}"] = val_flow(m, shuffle=True) - metrics[f"val_flow/{m}"]
+                if val_clips.partings.get(m):
+                    # The same where validation branches part: one history, so only the commands differ.
+                    metrics[f"parting_gap/{m}"] = val_flow(m, True, 1.0) - val_flow(m, False, 1.0)
         return metrics
 
     return Stage(model, net, loss, evaluate, lambda path: model.save_pretrained(path))

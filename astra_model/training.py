@@ -7,6 +7,12 @@
   it learns not to copy the history ("visual inertia").
 - Action dropout: with probability `action_dropout` a sample's actions are dropped, which trains the
   action-free branch that action-free guidance needs.
+- Family term (ours, not the paper's; off by default): in a batch whose clips share one history and
+  part under different commands, one sigma, one noise and one history augmentation serve every clip.
+  The clips' residuals (prediction - target) then differ only through what the commands decide, and
+  `family_weight` x their variance across the batch is added. The flow loss already contains that
+  variance once (mean of squares = variance + square of the mean); the weight raises its share against
+  the error the clips have in common, which at small budgets drowns the commands' signal.
 """
 
 from __future__ import annotations
@@ -27,19 +33,21 @@ def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def noise_augment_history(
-    history: History, cfg: NoiseAugConfig, layout, generator: torch.Generator | None = None
+    history: History, cfg: NoiseAugConfig, layout, generator: torch.Generator | None = None, shared: bool = False
 ) -> History:
-    """A copy of `history` whose 1x slots are noised per sample with probability `cfg.prob`."""
+    """A copy of `history` whose 1x slots are noised per sample with probability `cfg.prob`
+    (`shared`: one draw for the whole batch)."""
     latents = history.latents.clone()
     b = latents.shape[0]
     one_x = torch.tensor(slot_layout(history.length, layout).x1)
     if len(one_x) == 0:
         return history.with_latents(latents)
-    chosen = torch.rand(b, generator=generator) < cfg.prob
-    sigma = cfg.sigma_min + (cfg.sigma_max - cfg.sigma_min) * torch.rand(b, generator=generator)
-    sigma = (sigma * chosen).to(latents).view(b, 1, 1, 1, 1)
+    n = 1 if shared else b
+    chosen = torch.rand(n, generator=generator) < cfg.prob
+    sigma = cfg.sigma_min + (cfg.sigma_max - cfg.sigma_min) * torch.rand(n, generator=generator)
+    sigma = (sigma * chosen).to(latents).view(n, 1, 1, 1, 1)
     target = latents[:, :, one_x]
-    noise = torch.randn(target.shape, generator=generator).to(latents)
+    noise = torch.randn((n, *target.shape[1:]), generator=generator).to(latents)
     latents[:, :, one_x] = (1 - sigma) * target + sigma * noise
     return history.with_latents(latents)
 
@@ -49,6 +57,7 @@ class LossTerms:
     total: torch.Tensor
     flow: torch.Tensor
     load_balance: torch.Tensor
+    family: torch.Tensor  # variance of the residuals across a family batch (0 otherwise)
 
 
 def flow_matching_loss(
@@ -60,6 +69,7 @@ def flow_matching_loss(
     noise_augmentation: bool = True,
     action_dropout: bool = True,
     forward: torch.nn.Module | None = None,
+    family_weight: float = 0.0,
 ) -> LossTerms:
     """Astra's training loss on a batch of chunks.
 
@@ -68,19 +78,33 @@ def flow_matching_loss(
         history: clean history latents of the same samples.
         actions: modality -> `[B, F * temporal_ratio, D]` per-video-frame actions.
         forward: the module to call, when `model` is wrapped (e.g. DistributedDataParallel).
+        family_weight: > 0 only for a batch whose samples share one history (see the module docstring).
     """
     cfg = model.config
     b = target_latents.shape[0]
-    sigma = shift_sigma(torch.rand(b, generator=generator), cfg.sampler.shift).to(target_latents)
-    noise = torch.randn(target_latents.shape, generator=generator).to(target_latents)
+    family = family_weight > 0
+    n = 1 if family else b
+    sigma = shift_sigma(torch.rand(n, generator=generator), cfg.sampler.shift).to(target_latents).expand(b)
+    noise = torch.randn((n, *target_latents.shape[1:]), generator=generator).to(target_latents)
     s = sigma.view(b, 1, 1, 1, 1)
     noisy = (1 - s) * target_latents + s * noise
     if history is not None and noise_augmentation:
-        history = noise_augment_history(history, cfg.noise_aug, cfg.history, generator)
+        history = noise_augment_history(history, cfg.noise_aug, cfg.history, generator, shared=family)
     mask = None
     if actions and action_dropout:
         mask = (torch.rand(b, generator=generator) >= cfg.action_dropout).to(target_latents.device)
     out = (forward or model)(noisy, sigma * 1000, actions, history, action_mask=mask)
-    flow = torch.nn.functional.mse_loss(out.velocity.float(), (noise - target_latents).float())
-    total = flow + cfg.moae.load_balance_weight * out.load_balance_loss
-    return LossTerms(total, flow, out.load_balance_loss)
+    residual = out.velocity.float() - (noise - target_latents).float()
+    flow = residual.square().mean()
+    spread = _family_spread(residual, mask) if family else flow.new_zeros(())
+    total = flow + cfg.moae.load_balance_weight * out.load_balance_loss + family_weight * spread
+    return LossTerms(total, flow, out.load_balance_loss, spread)
+
+
+def _family_spread(residual: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared deviation of the residuals `[B, ...]` from their batch mean, over samples that kept
+    their actions (a dropped sample's prediction cannot depend on its commands)."""
+    kept = residual if mask is None else residual[mask]
+    if len(kept) < 2:
+        return residual.new_zeros(())
+    return (kept - kept.mean(dim=0, keepdim=True)).square().mean()

@@ -147,6 +147,33 @@ def test_noise_augmentation_touches_only_one_x_slots():
     assert changed == [True, False, False, False, False, False, False, True]
     never = noise_augment_history(hist, type(cfg)(prob=0.0), layout)
     assert torch.equal(never.latents, hist.latents)
+    one = History.from_latents(torch.randn(1, 16, 8, 4, 4).expand(3, -1, -1, -1, -1))
+    shared = noise_augment_history(one, type(cfg)(prob=1.0, sigma_min=0.5, sigma_max=0.5), layout, shared=True)
+    assert torch.equal(shared.latents, shared.latents[:1].expand_as(shared.latents))  # one draw for all
+    assert not torch.equal(shared.latents, one.latents)
+
+
+def test_family_term_is_the_spread_of_residuals_that_only_commands_explain():
+    model = AstraWorldModel(tiny_config())
+    with torch.no_grad():
+        for expert in model.moae.experts[0]:
+            expert.weight.normal_()  # commands change the prediction
+    history = History.from_latents(torch.randn(1, 16, 3, 8, 8).expand(4, -1, -1, -1, -1))
+    target = torch.randn(1, 16, 2, 8, 8).expand(4, -1, -1, -1, -1)
+    same = {"twist": torch.randn(1, 8, 6).expand(4, -1, -1)}
+
+    def terms(actions, weight):
+        gen = torch.Generator().manual_seed(0)
+        return flow_matching_loss(model, target, history, actions, gen, action_dropout=False, family_weight=weight)
+
+    lb = model.config.moae.load_balance_weight
+    # One history, one future, one command: with shared noise the samples are the same, so no spread.
+    alike = terms(same, 2.0)
+    assert alike.family == 0 and torch.allclose(alike.total, alike.flow + lb * alike.load_balance)
+    apart = terms({"twist": torch.randn(4, 8, 6)}, 2.0)
+    assert apart.family > 0
+    assert torch.allclose(apart.total, apart.flow + lb * apart.load_balance + 2.0 * apart.family)
+    assert terms(same, 0.0).family == 0  # off: plain flow matching
 
 
 def test_training_loss_trains_only_astra_parts():

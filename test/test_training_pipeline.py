@@ -37,7 +37,9 @@ def _numbered_clips(cfg) -> LatentClips:
 
 def test_clips_take_history_before_and_actions_of_the_chunk():
     cfg = tiny_config()
-    history, target, acts = _numbered_clips(cfg).sample(2, "twist", np.random.default_rng(3))
+    clips = _numbered_clips(cfg).sample(2, "twist", np.random.default_rng(3))
+    history, target, acts = clips.history, clips.target, clips.actions
+    assert not clips.family
     j0 = history.next_index
     assert target.shape == (2, 16, 2, 4, 4) and acts["twist"].shape == (2, 8, 6)
     # Latent frame j0 holds video frames 4*j0-3 .. 4*j0; its actions start there.
@@ -46,9 +48,9 @@ def test_clips_take_history_before_and_actions_of_the_chunk():
 
 
 def test_clips_give_history_frames_the_commands_that_produced_them():
-    history, _, _ = _numbered_clips(tiny_config(history={"with_actions": True})).sample(
+    history = _numbered_clips(tiny_config(history={"with_actions": True})).sample(
         2, "twist", np.random.default_rng(3)
-    )
+    ).history
     twist = history.actions["twist"]
     assert twist.shape == (2, history.length, 4 * 6)
     for position, j in enumerate(history.indices.tolist()):
@@ -78,14 +80,15 @@ def test_clips_find_where_branches_part_and_start_batches_there():
     clips = _branched_clips(cfg)
     # Frame 9 is the first video frame of latent frame 3, so the causal VAE's latents part there.
     assert {m: [(p.members, p.frame) for p in ps] for m, ps in clips.partings.items()} == {"twist": [([0, 1, 2], 3)]}
-    history, target, acts = clips.sample(6, "twist", np.random.default_rng(0), parting_prob=1.0)
-    assert history.next_index == 3
+    batch = clips.sample(6, "twist", np.random.default_rng(0), parting_prob=1.0)
+    history, target, acts = batch.history, batch.target, batch.actions
+    assert batch.family and history.next_index == 3
     assert torch.equal(history.latents, history.latents[:1].expand_as(history.latents))  # one shared past
     members = acts["twist"][:, 0, 0].tolist()
     assert set(members) <= {0.0, 1.0, 2.0} and len(set(members)) > 1  # several futures, never the unrelated one
     a, b = members.index(members[0]), next(i for i, m in enumerate(members) if m != members[0])
     assert not torch.equal(target[a], target[b])
-    starts = {clips.sample(2, "twist", np.random.default_rng(s))[0].next_index for s in range(20)}
+    starts = {clips.sample(2, "twist", np.random.default_rng(s)).history.next_index for s in range(20)}
     assert len(starts) > 1  # without parting_prob, starts stay uniform
 
 
@@ -213,6 +216,27 @@ def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backb
     after = stage.evaluate()
     assert all(after[k] != 0.0 for k in gaps)
     assert after["val_flow/twist"] != before["val_flow/twist"]
+
+
+def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone_dir, tmp_path):
+    args = ["--domains", "mobile", "--episodes", "1", "--frames", "21", "--image-size", "32", "--branches", "2"]
+    datagen([*args, "--seed", "900", "--out", str(tmp_path / "branched")])
+    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), parting_prob=1.0, family_weight=1.0)
+    cfg.data.train = cfg.data.val = [str(tmp_path / "branched/*/seed_*")]
+    stage = _stage(cfg)
+    before = stage.evaluate()
+    assert before["parting_gap/twist"] == 0.0 and "parting_gap/joints" not in before  # no arm branches
+    with torch.no_grad():
+        for expert in stage.module.moae.experts[0]:
+            expert.weight.normal_()
+    assert stage.evaluate()["parting_gap/twist"] != 0.0
+
+    def family_term() -> float:
+        return float(stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["family"])
+
+    assert family_term() > 0  # every batch starts at the parting, where the futures differ
+    cfg.parting_prob = 0.0
+    assert family_term() == 0.0
 
 
 def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_path):
