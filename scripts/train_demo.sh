@@ -14,6 +14,7 @@ steps() { $PY -c "import yaml; print(max(2, int(yaml.safe_load(open('$1'))['step
 [ -d data/train ] || $PY -m astra_ros.datagen --episodes 48 --frames 81 --seed 0 --out data/train
 [ -d data/branched ] || $PY -m astra_ros.datagen --episodes 48 --frames 81 --seed 0 --branches 3 --out data/branched
 [ -d data/val ] || $PY -m astra_ros.datagen --episodes 6 --frames 81 --seed 1000 --out data/val
+[ -d data/val_branched ] || $PY -m astra_ros.datagen --episodes 6 --frames 81 --seed 1000 --branches 3 --out data/val_branched
 
 $PY -m astra_model.train config/train_vae.yaml --resume \
   --set out_dir=$RUN/vae steps=$(steps config/train_vae.yaml)
