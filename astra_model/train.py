@@ -217,22 +217,22 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
     def batch_loss(data: LatentClips, modality, rng, gen, evaluating=False, shuffle=False, parting=None):
         if parting is None:
             parting = 0.0 if evaluating else cfg.parting_prob
-        clips = data.sample(cfg.batch_size, modality, rng, parting)
-        clips.history.latents = clips.history.latents.to(device)
-        acts = {k: v.to(device) for k, v in clips.actions.items()} if cfg.stage == "astra" else None
+        batch = data.sample(cfg.batch_size, modality, rng, parting)
+        batch.history.latents = batch.history.latents.to(device)
+        acts = {k: v.to(device) for k, v in batch.actions.items()} if cfg.stage == "astra" else None
         if shuffle:
             # Another sample's commands for the same history: what the loss owes to the actions.
             acts = {k: v.roll(1, dims=0) for k, v in acts.items()}
         return flow_matching_loss(
             model,
-            clips.target.to(device),
-            clips.history,
+            batch.target.to(device),
+            batch.history,
             acts,
             gen,
             noise_augmentation=use_aug and not evaluating,
             action_dropout=not evaluating,
             forward=net,
-            family_weight=cfg.family_weight if clips.family and not evaluating else 0.0,
+            family_weight=cfg.family_weight if batch.family and not evaluating else 0.0,
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
