@@ -214,9 +214,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
     modalities = clips.modalities()
     use_aug = cfg.ablation != "no_noise_aug"
 
-    def batch_loss(data: LatentClips, modality, rng, gen, evaluating=False, shuffle=False, parting=None):
-        if parting is None:
-            parting = 0.0 if evaluating else cfg.parting_prob
+    def batch_loss(data: LatentClips, modality, rng, gen, evaluating=False, shuffle=False, parting: float = 0.0):
         batch = data.sample(cfg.batch_size, modality, rng, parting)
         batch.history.latents = batch.history.latents.to(device)
         acts = {k: v.to(device) for k, v in batch.actions.items()} if cfg.stage == "astra" else None
@@ -236,7 +234,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        terms = [batch_loss(clips, m, rng, gen) for m in modalities]
+        terms = [batch_loss(clips, m, rng, gen, parting=cfg.parting_prob) for m in modalities]
         return {
             "total": sum(t.total for t in terms) / len(terms),
             "flow": sum(t.flow for t in terms) / len(terms),
