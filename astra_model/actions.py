@@ -40,3 +40,10 @@ def group_per_latent_frame(value: torch.Tensor, config: AstraConfig) -> torch.Te
     if config.action_grouping == "mean":
         return grouped.mean(dim=2)
     return grouped.flatten(2)
+
+
+def latent_frame_commands(per_frame: torch.Tensor, config: AstraConfig) -> torch.Tensor:
+    """`[1 + ratio * (T - 1), D]` commands that produced T latent frames' video frames -> `[T, A]` grouped
+    per latent frame, zeros for latent frame 0: nothing the model generates follows a frame-0 command."""
+    grouped = group_per_latent_frame(per_frame[None, 1:], config)[0]
+    return torch.cat([grouped.new_zeros(1, grouped.shape[1]), grouped])

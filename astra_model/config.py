@@ -29,6 +29,11 @@ class MoAEConfig:
             released code's fixed routing, one expert per modality.
         load_balance_weight: weight of the Switch-style load-balancing loss (learned routing only).
         modality_experts: expert index per modality for `"modality"` routing; default: declaration order.
+        spatial: each expert gives three embeddings, mixed per token as `e_1 + x e_x + y e_y` with the
+            token's image coordinates `x, y` in [-1, 1] (ours, not the paper's). Wan tokens carry no
+            absolute position in their hidden states (RoPE acts only inside attention), so a broadcast
+            action embedding cannot say *where* the image should change; this lets it, the way camera
+            models' per-pixel ray (Pluecker) embeddings do, which are also affine in (x, y, 1).
     """
 
     unified_dim: int = 25
@@ -37,6 +42,7 @@ class MoAEConfig:
     routing: Routing = "learned"
     load_balance_weight: float = 0.01
     modality_experts: dict[str, int] | None = None
+    spatial: bool = False
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .actions import group_per_latent_frame
+from .actions import latent_frame_commands
 from .config import AstraConfig
 from .history import History
 from .vae import VAEStream, frames_to_video
@@ -162,18 +162,13 @@ class LatentClips:
         first = 1 + ratio * (j0 - 1)  # first video frame of latent frame j0
         past = {}
         if self.config.history.with_actions:
-            past[modality] = torch.stack([self._latent_frame_commands(ep.actions[modality][:first]) for ep in chosen])
+            commands = [latent_frame_commands(ep.actions[modality][:first], self.config) for ep in chosen]
+            past[modality] = torch.stack(commands)
         history = History(torch.stack([ep.latents[:, :j0] for ep in chosen]), torch.arange(j0), past)
         history = history.trimmed(self.config.history)
         target = torch.stack([ep.latents[:, j0 : j0 + f] for ep in chosen])
         acts = torch.stack([ep.actions[modality][first : first + f * ratio] for ep in chosen])
         return ClipBatch(history, target, {modality: acts}, family)
-
-    def _latent_frame_commands(self, per_frame: torch.Tensor) -> torch.Tensor:
-        """`[1 + ratio * (T - 1), D]` commands of T latent frames -> `[T, A]` grouped, zeros for frame 0:
-        a rollout starts from a frame whose command it does not know, so training never shows one."""
-        grouped = group_per_latent_frame(per_frame[None, 1:], self.config)[0]
-        return torch.cat([grouped.new_zeros(1, grouped.shape[1]), grouped])
 
 
 def random_frame_clips(episodes: list[VideoEpisode], batch: int, frames: int, rng: np.random.Generator) -> torch.Tensor:

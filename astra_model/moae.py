@@ -45,8 +45,9 @@ class MixtureOfActionExperts(nn.Module):
             {name: nn.Linear(config.action_input_dim(name), cfg.unified_dim) for name in config.modalities}
         )
         self.router = nn.Linear(cfg.unified_dim, cfg.num_experts) if cfg.routing == "learned" else None
+        width = config.dim * (len(SPATIAL_BASIS) if cfg.spatial else 1)
         self.experts = nn.ModuleList(
-            nn.ModuleList(nn.Linear(cfg.unified_dim, config.dim) for _ in range(cfg.num_experts))
+            nn.ModuleList(nn.Linear(cfg.unified_dim, width) for _ in range(cfg.num_experts))
             for _ in range(num_blocks)
         )
         self.reset_experts()
@@ -92,10 +93,31 @@ class MixtureOfActionExperts(nn.Module):
         return num_experts * (fraction * mean_prob).sum()
 
     def block_embedding(self, block: int, routed: list[Routed]) -> torch.Tensor:
-        """`[B, N, dim]` action embedding for transformer block `block`."""
+        """`[B, N, dim]` action embedding for transformer block `block` (`[B, N, 3 * dim]` when spatial:
+        the coefficients of `SPATIAL_BASIS`, see `at_tokens`)."""
         total = None
         for item in routed:
             for e, expert in enumerate(self.experts[block]):
                 term = item.gates[..., e : e + 1] * expert(item.features)
                 total = term if total is None else total + term
         return total
+
+
+SPATIAL_BASIS = ("1", "x", "y")
+
+
+def spatial_basis(positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`[S, 3]` values of (1, x, y) at token positions `[S, 3]` (frame, row, col) of a `height x width`
+    token grid, with x and y in [-1, 1] at the first and last column and row."""
+    y = positions[:, 1].float() * 2 / max(height - 1, 1) - 1
+    x = positions[:, 2].float() * 2 / max(width - 1, 1) - 1
+    return torch.stack([torch.ones_like(x), x, y], dim=-1)
+
+
+def at_tokens(embedding: torch.Tensor, basis: torch.Tensor | None) -> torch.Tensor:
+    """Per-token action embedding `[B, S, dim]` from `[B, S or 1, dim]`, or from spatial coefficients
+    `[B, S or 1, 3 * dim]` mixed with the tokens' `basis` `[S, 3]`."""
+    if basis is None:
+        return embedding
+    coeffs = embedding.unflatten(-1, (basis.shape[-1], -1))
+    return torch.einsum("bskd,sk->bsd", coeffs.expand(-1, basis.shape[0], -1, -1), basis.to(coeffs))

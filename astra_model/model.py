@@ -17,7 +17,7 @@ from .actions import group_per_latent_frame, validate_actions
 from .blocks import LayerKV, Stream, astra_block
 from .config import AstraConfig
 from .history import History, HistoryEmbedder
-from .moae import MixtureOfActionExperts, Routed
+from .moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
 from .rope import grid_positions, rotary_embedding
 
 if TYPE_CHECKING:
@@ -206,10 +206,13 @@ class AstraWorldModel(nn.Module):
         # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block.
         routed, lb_loss = self._route_actions(actions, f, b, action_mask, noisy_latents, history)
 
-        hist_stream = None
+        spatial = self.config.moae.spatial
+        chunk_basis = spatial_basis(chunk_pos, h // 2, w // 2) if spatial else None
+        hist_stream = hist_basis = None
         use_cache = kv_cache is not None and kv_cache.layers is not None
         if history is not None and not use_cache:
             hist_x, hist_pos = self.history_embedder(history, self.config.history)
+            hist_basis = spatial_basis(hist_pos, h // 2, w // 2) if spatial else None
             h_mod = self._conditions(torch.zeros_like(timestep), text)[1] if block_causal else t_mod
             hist_stream = Stream(
                 hist_x.to(chunk_x.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), chunk_x)
@@ -220,11 +223,10 @@ class AstraWorldModel(nn.Module):
         new_cache = []
         for i, (block, adapter) in enumerate(zip(self.backbone.blocks, self.adapters, strict=True)):
             if routed is not None:
-                chunk_stream.action = self.moae.block_embedding(i, routed.chunk).repeat_interleave(
-                    tokens_per_frame, dim=1
-                )
+                per_frame = self.moae.block_embedding(i, routed.chunk)
+                chunk_stream.action = at_tokens(per_frame.repeat_interleave(tokens_per_frame, dim=1), chunk_basis)
                 if hist_stream is not None:
-                    hist_stream.action = self._history_embedding(i, routed)
+                    hist_stream.action = at_tokens(self._history_embedding(i, routed), hist_basis)
             cached = kv_cache.layers[i] if use_cache else None
             args = (block, adapter, chunk_stream, hist_stream, context, block_causal, cached)
             if self.gradient_checkpointing and torch.is_grad_enabled():
@@ -303,11 +305,17 @@ class AstraWorldModel(nn.Module):
         return x.flatten(6, 7).flatten(4, 5).flatten(2, 3)
 
     # -- rollout -----------------------------------------------------------------------------------
-    def start(self, first_frames: np.ndarray, seed: int = 0) -> RolloutSession:
-        """Begin an autoregressive rollout from real frames (uint8 `[T, H, W, 3]` or `[H, W, 3]`)."""
+    def start(
+        self, first_frames: np.ndarray, seed: int = 0, commands: Mapping[str, np.ndarray] | None = None
+    ) -> RolloutSession:
+        """Begin an autoregressive rollout from real frames (uint8 `[T, H, W, 3]` or `[H, W, 3]`).
+
+        `commands` optionally maps modality -> `[T, D]`, the command that produced each first frame (row 0
+        is not used), as training clips give them. The history then carries them (`history.with_actions`);
+        without them the first frames' commands are unknown."""
         from .rollout import RolloutSession
 
-        return RolloutSession.start(self, first_frames, seed=seed)
+        return RolloutSession.start(self, first_frames, seed=seed, commands=commands)
 
 
 def _to(rope: tuple[torch.Tensor, torch.Tensor], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

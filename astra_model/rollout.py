@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .actions import group_per_latent_frame, validate_actions
+from .actions import group_per_latent_frame, latent_frame_commands, validate_actions
 from .history import History
 from .model import AstraWorldModel, KVCache
 from .sampler import sample_chunk, uses_guidance
@@ -47,9 +47,28 @@ def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
     h, w = frames.shape[1:3]
     if h % (2 * spatial) or w % (2 * spatial):
         raise ValueError(f"frame size {h}x{w} must be a multiple of {2 * spatial} (VAE stride x patch size)")
-    # The VAE encodes 1 + 4k frames; keep the most recent frames that fit that pattern.
-    usable = 1 + 4 * ((len(frames) - 1) // 4)
-    return frames[len(frames) - usable :]
+    return frames
+
+
+def _seed_commands(
+    commands: Mapping[str, np.ndarray] | None, given: int, used: int, model: AstraWorldModel
+) -> dict[str, torch.Tensor]:
+    """History commands `[1, L, A]` of the seed frames from the per-frame commands that produced them."""
+    out = {}
+    for name, value in (commands or {}).items():
+        per_frame = torch.as_tensor(np.asarray(value, dtype=np.float32))
+        dim = model.config.modalities.get(name)
+        if dim is None:
+            raise ValueError(f"unknown command modality {name!r}; this model knows {sorted(model.config.modalities)}")
+        if per_frame.shape != (given, dim):
+            raise ValueError(
+                f"commands[{name!r}] must be [{given}, {dim}] (one per first frame: row t produced frame t), "
+                f"got {list(per_frame.shape)}"
+            )
+        if not torch.isfinite(per_frame).all():
+            raise ValueError(f"commands[{name!r}] contains NaN or infinite values")
+        out[name] = latent_frame_commands(per_frame[given - used :], model.config)[None].to(model.device)
+    return out
 
 
 class RolloutSession:
@@ -64,13 +83,22 @@ class RolloutSession:
 
     @classmethod
     @torch.no_grad()
-    def start(cls, model: AstraWorldModel, first_frames: np.ndarray, seed: int = 0) -> RolloutSession:
-        frames = _as_frames(first_frames, model.config.spatial_ratio)
+    def start(
+        cls,
+        model: AstraWorldModel,
+        first_frames: np.ndarray,
+        seed: int = 0,
+        commands: Mapping[str, np.ndarray] | None = None,
+    ) -> RolloutSession:
+        given = _as_frames(first_frames, model.config.spatial_ratio)
+        # The VAE encodes 1 + 4k frames; keep the most recent frames that fit that pattern.
+        frames = given[(len(given) - 1) % 4 :]
         vae = VAEStream(model.vae)
         video = frames_to_video(torch.from_numpy(frames)[None]).to(model.device)
         latents = vae.encode(video)
         vae.decode(latents)  # warm the decoder's causal cache so later chunks decode in context
-        history = History.from_latents(latents).trimmed(model.config.history)
+        past = _seed_commands(commands, len(given), len(frames), model)
+        history = History(latents, torch.arange(latents.shape[2]), past).trimmed(model.config.history)
         rng = torch.Generator().manual_seed(int(seed))
         state = SessionState(history, vae, rng.get_state(), 0)
         return cls(model, state, 1)

@@ -402,7 +402,9 @@ def predict(
     model: AstraWorldModel, episode: Episode, start: int, plan: Plan, options: EvalOptions, seed: int, progress: tqdm
 ) -> np.ndarray:
     """Open-loop prediction of frames ``[start, start + horizon_frames)``: uint8 ``[N, H, W, 3]``."""
-    session = model.start(episode.frames[start - plan.history : start], seed=seed)
+    made_by = np.clip(np.arange(start - plan.history, start) - 1, 0, None)  # the command at t - 1 made frame t
+    commands = {m: values[made_by] for m, values in episode.actions.items()}
+    session = model.start(episode.frames[start - plan.history : start], seed=seed, commands=commands)
     chunks = []
     for chunk in range(plan.horizon_chunks):
         lo = start + chunk * plan.frames_per_chunk - 1  # frame t is produced by the command at frame t - 1

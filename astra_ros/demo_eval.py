@@ -38,19 +38,32 @@ def _true_rollout(env, actions: np.ndarray) -> np.ndarray:
 
 
 def _seed_context(env, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(seed frames `[5, H, W, 3]`, the command issued at the last seed frame) from a fresh reset."""
+    """Seed frames `[5, H, W, 3]` from a fresh reset and the commands that produced them `[5, D]` (row t
+    made frame t; row 0, which made nothing, repeats row 1 as `astra_model.data.produced_by` does)."""
     frames = [env.reset()]
     warmup = env.sample_actions(SEED_FRAMES, rng)
     frames += [env.step(a) for a in warmup[:-1]]
-    return np.stack(frames), warmup[-1]
+    return np.stack(frames), np.concatenate([warmup[:1], warmup[:-1]])
 
 
 @dataclass
 class Sampling:
-    """Sampler settings for an evaluation; None keeps the model's defaults."""
+    """How the model is run in an evaluation; None keeps the model's sampler defaults.
+
+    Attributes:
+        seed_commands: give the model the commands that produced the seed frames, as a robot that
+            recorded them would (else the seed frames' commands are unknown to it).
+    """
 
     steps: int | None = None
     guidance_scale: float | None = None
+    seed_commands: bool = True
+
+    def start(self, model: AstraWorldModel, context: np.ndarray, modality: str, commands: np.ndarray, seed: int):
+        return model.start(context, seed=seed, commands={modality: commands} if self.seed_commands else None)
+
+    def step_options(self) -> dict:
+        return {"steps": self.steps, "guidance_scale": self.guidance_scale}
 
 
 def _mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,13 +76,12 @@ def horizon_scores(
     n = model.config.frames_per_chunk
     with make_env(domain, seed=seed, image_size=size) as env:
         rng = np.random.default_rng(seed)
-        context, _ = _seed_context(env, rng)
+        context, commands = _seed_context(env, rng)
         actions = env.sample_actions(chunks * n, rng)
         truth = _true_rollout(env, actions)
-    session = model.start(context, seed=seed)
-    pred = np.concatenate(
-        [session.step({env.modality: actions[c * n : (c + 1) * n]}, **vars(sampling)) for c in range(chunks)]
-    )
+    session = sampling.start(model, context, env.modality, commands, seed)
+    plan = [{env.modality: actions[c * n : (c + 1) * n]} for c in range(chunks)]
+    pred = np.concatenate([session.step(chunk, **sampling.step_options()) for chunk in plan])
     copy = np.repeat(context[-1:], len(truth), axis=0)
     out: dict[str, list[float]] = {f"{m}_{k}": [] for m in ("model", "copy") for k in ("mse", "frame_psnr", "ssim")}
     for c in range(chunks):
@@ -85,15 +97,15 @@ def horizon_scores(
 def follows_actions(model: AstraWorldModel, domain: str, seed: int, size: int, sampling: Sampling) -> bool:
     n = model.config.frames_per_chunk
     with make_env(domain, seed=seed, image_size=size) as env:
-        context, _ = _seed_context(env, np.random.default_rng(seed))
+        context, commands = _seed_context(env, np.random.default_rng(seed))
         start = env.state()
         plans = [env.sample_actions(n, np.random.default_rng(seed * 7 + k)) for k in (1, 2)]
         truths = []
         for plan in plans:
             env.set_state(start)
             truths.append(_true_rollout(env, plan))
-    session = model.start(context, seed=seed).fork(2)
-    preds = session.step({env.modality: np.stack(plans)}, **vars(sampling))
+    session = sampling.start(model, context, env.modality, commands, seed).fork(2)
+    preds = session.step({env.modality: np.stack(plans)}, **sampling.step_options())
     own = [_mse(preds[0], truths[0]), _mse(preds[1], truths[1])]
     other = [_mse(preds[0], truths[1]), _mse(preds[1], truths[0])]
     return own[0] < other[0] and own[1] < other[1]
@@ -155,9 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (model default if omitted)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="AFG scale (model default if omitted)")
+    parser.add_argument(
+        "--no-seed-commands",
+        action="store_true",
+        help="do not tell the model the commands that produced the seed frames (the protocol before run 6)",
+    )
     args = parser.parse_args(argv)
     model = AstraWorldModel.from_pretrained(args.checkpoint)
-    sampling = Sampling(args.steps, args.guidance_scale)
+    sampling = Sampling(args.steps, args.guidance_scale, seed_commands=not args.no_seed_commands)
     report = evaluate(model, args.episodes, args.chunks, args.pairs, args.image_size, args.first_seed, sampling)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ import torch
 from conftest import tiny_config
 
 from astra_model import AstraWorldModel
-from astra_ros.demo_eval import Sampling, _pooled_psnr, evaluate, markdown
-from astra_ros.envs import DOMAINS
+from astra_ros.demo_eval import Sampling, _pooled_psnr, _seed_context, evaluate, markdown
+from astra_ros.envs import DOMAINS, make_env
 
 MODALITIES = {"twist": 6, "joints": 4, "camera_pose": 7}
 
@@ -33,3 +33,12 @@ def test_report_scores_every_domain_horizon_and_the_copy_baseline():
         assert r["beats_copy_psnr_at_horizon"] == [m > c for m, c in zip(r["model_psnr"], r["copy_psnr"], strict=True)]
         assert r["action_following"] in (0.0, 1.0)
     assert "| mobile | 2 |" in markdown(report)
+
+
+def test_seed_context_gives_the_commands_that_made_the_seed_frames():
+    with make_env("arm", seed=3, image_size=32) as env:
+        frames, commands = _seed_context(env, np.random.default_rng(3))
+    with make_env("arm", seed=3, image_size=32) as env:
+        replay = [env.reset(), *(env.step(c) for c in commands[1:])]
+    assert commands.shape == (5, 4) and np.array_equal(commands[0], commands[1])  # row 0 made no frame
+    assert np.array_equal(np.stack(replay), frames)

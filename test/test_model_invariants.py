@@ -16,13 +16,15 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-@pytest.mark.parametrize("routing", ["learned", "modality"])
-def test_fresh_model_reproduces_plain_wan_for_any_actions(wan_folder, routing):
+@pytest.mark.parametrize(
+    "moae", [{"routing": "learned"}, {"routing": "modality"}, {"routing": "learned", "spatial": True}]
+)
+def test_fresh_model_reproduces_plain_wan_for_any_actions(wan_folder, moae):
     model = AstraWorldModel.from_wan(
         wan_folder,
         modalities={"twist": 6, "joints": 4},
         chunk_latent_frames=2,
-        moae={"routing": routing},
+        moae=moae,
         text_len=3,
     ).eval()
     plain = WanTransformer3DModel.from_pretrained(f"{wan_folder}/transformer").eval()

@@ -9,7 +9,7 @@ from conftest import tiny_config
 from astra_model import AstraConfig, AstraWorldModel, History, HistoryConfig
 from astra_model.actions import group_per_latent_frame
 from astra_model.history import slot_layout
-from astra_model.moae import MixtureOfActionExperts
+from astra_model.moae import MixtureOfActionExperts, at_tokens, spatial_basis
 from astra_model.rope import grid_positions, rotary_embedding
 from astra_model.sampler import sample_chunk
 from astra_model.training import flow_matching_loss, noise_augment_history
@@ -57,6 +57,16 @@ def test_modality_routing_sends_each_modality_to_its_expert():
     assert loss.item() == 0.0
     assert [int(r.gates[0, 0].argmax()) for r in routed] == [cfg.expert_of("joints"), cfg.expert_of("twist")]
     assert cfg.expert_of("twist") == 0 and cfg.expert_of("joints") == 1
+
+
+def test_spatial_action_embedding_varies_across_the_image_as_e1_plus_x_ex_plus_y_ey():
+    positions = torch.tensor([[0, 0, 0], [0, 0, 2], [0, 2, 0], [0, 1, 1]])  # (frame, row, col), 3x3 grid
+    basis = spatial_basis(positions, 3, 3)
+    assert basis.tolist() == [[1, -1, -1], [1, 1, -1], [1, -1, 1], [1, 0, 0]]
+    e1, ex, ey = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]), torch.tensor([10.0, 0.0])
+    coeffs = torch.cat([e1, ex, ey]).view(1, 1, 6)  # one latent frame's coefficients, broadcast to 4 tokens
+    assert at_tokens(coeffs, basis).tolist() == [[[-9, -2], [-9, 2], [11, -2], [1, 0]]]
+    assert at_tokens(coeffs, None) is coeffs  # not spatial: the broadcast embedding as it is
 
 
 def test_history_slots_and_positions():

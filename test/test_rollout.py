@@ -93,6 +93,34 @@ def test_session_history_keeps_the_commands_of_each_chunk(seed_frames):
     assert torch.equal(session.state.history.actions["twist"], twist[:, :4])
 
 
+def test_start_gives_the_seed_frames_their_commands_as_training_clips_do(seed_frames):
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(history={"with_actions": True})).eval()
+    frames = np.concatenate([seed_frames, seed_frames[:2]])  # 7 frames: the VAE keeps the last 5
+    commands = np.arange(7 * 6, dtype=np.float32).reshape(7, 6)
+    session = model.start(frames, seed=1, commands={"twist": commands})
+    twist = session.state.history.actions["twist"]
+    # Latent frame 0 (video frame 2) has no command the model ever uses; latent frame 1 is video
+    # frames 3-6, made by rows 3-6.
+    assert torch.equal(twist[0, 0], torch.zeros(24))
+    assert torch.equal(twist[0, 1], torch.from_numpy(commands[3:7].reshape(24)))
+    randomise_action_path(model)
+    plain = model.start(frames, seed=1).step(ACT)
+    assert not np.array_equal(model.start(frames, seed=1, commands={"twist": commands}).step(ACT), plain)
+
+
+def test_bad_seed_commands_are_refused_with_reasons(seed_frames):
+    model = _model()
+    with pytest.raises(ValueError, match=r"commands\['twist'\] must be \[5, 6\]"):
+        model.start(seed_frames, commands={"twist": np.zeros((4, 6), np.float32)})
+    bad = np.zeros((5, 6), np.float32)
+    bad[2, 0] = np.inf
+    with pytest.raises(ValueError, match=r"commands\['twist'\] contains NaN or infinite"):
+        model.start(seed_frames, commands={"twist": bad})
+    with pytest.raises(ValueError, match="unknown command modality 'wheels'"):
+        model.start(seed_frames, commands={"wheels": np.zeros((5, 2), np.float32)})
+
+
 @pytest.mark.parametrize("use_guidance", [0.0, 2.0])
 def test_block_causal_kv_cache_matches_uncached(seed_frames, use_guidance):
     model = _model("block_causal")
