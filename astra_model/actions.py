@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import torch
 
 from .config import AstraConfig
+from .poses import relative_to_previous
 
 
 def validate_actions(actions: Mapping[str, torch.Tensor], config: AstraConfig, num_latent_frames: int) -> None:
@@ -47,3 +48,18 @@ def latent_frame_commands(per_frame: torch.Tensor, config: AstraConfig) -> torch
     per latent frame, zeros for latent frame 0: nothing the model generates follows a frame-0 command."""
     grouped = group_per_latent_frame(per_frame[None, 1:], config)[0]
     return torch.cat([grouped.new_zeros(1, grouped.shape[1]), grouped])
+
+
+def as_model_reads(
+    actions: Mapping[str, torch.Tensor], config: AstraConfig, previous: Mapping[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Commands `[B, N, D]` as the model reads them: `config.relative_poses` modalities become each
+    frame's pose relative to the one before (`previous[name]` `[B, 7]` before the first, if known);
+    the rest are unchanged."""
+    out = dict(actions)
+    for name in config.relative_poses:
+        if name in out:
+            before = (previous or {}).get(name)
+            rel = relative_to_previous(out[name].cpu().numpy(), None if before is None else before.cpu().numpy())
+            out[name] = torch.from_numpy(rel).to(out[name])
+    return out

@@ -154,6 +154,10 @@ class AstraConfig:
         text_len: length of the default text context used when no text embedding is given.
         action_labels: optional names of each modality's action elements, e.g. the joint names of
             `joints` in model order (ROS nodes match `sensor_msgs/JointState` by these names).
+        relative_poses: modalities commanded as absolute poses `[x, y, z, qx, qy, qz, qw]` that the
+            model reads as each frame's pose relative to the frame before (the paper's relative camera
+            poses). Rollout sessions and training clips convert them (`astra_model.poses`); the
+            forward pass takes the relative poses.
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -169,6 +173,7 @@ class AstraConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     text_len: int = 1
     action_labels: dict[str, list[str]] = field(default_factory=dict)
+    relative_poses: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -255,6 +260,9 @@ class AstraConfig:
         for name, labels in self.action_labels.items():
             if name not in self.modalities or len(labels) != self.modalities[name]:
                 raise ValueError(f"AstraConfig: action_labels[{name!r}] must name each of the modality's elements")
+        for name in self.relative_poses:
+            if self.modalities.get(name) != 7:
+                raise ValueError(f"AstraConfig: relative_poses names {name!r}, which is not a 7-D pose modality")
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)
             if missing:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .actions import latent_frame_commands
+from .actions import as_model_reads, latent_frame_commands
 from .config import AstraConfig
 from .history import History
 from .vae import VAEStream, frames_to_video
@@ -79,7 +79,7 @@ class ClipBatch:
 @dataclass
 class LatentEpisode:
     latents: torch.Tensor  # [C, L, h, w]
-    actions: dict[str, torch.Tensor]  # per video frame [1 + 4 (L - 1), D]
+    actions: dict[str, torch.Tensor]  # per video frame [1 + 4 (L - 1), D], as the model reads them
     name: str
 
 
@@ -135,7 +135,8 @@ class LatentClips:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_file({"latents": latents.contiguous()}, str(path))
-        actions = {k: torch.from_numpy(v[:usable]).float() for k, v in ep.actions.items()}
+        actions = {k: torch.from_numpy(v[:usable]).float()[None] for k, v in ep.actions.items()}
+        actions = {k: v[0] for k, v in as_model_reads(actions, self.config).items()}
         return LatentEpisode(latents, actions, ep.name)
 
     def modalities(self) -> list[str]:

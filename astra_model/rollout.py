@@ -9,12 +9,12 @@ their actions differ, which is what a planner comparing candidates wants.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from .actions import group_per_latent_frame, latent_frame_commands, validate_actions
+from .actions import as_model_reads, group_per_latent_frame, latent_frame_commands, validate_actions
 from .history import History
 from .model import AstraWorldModel, KVCache
 from .sampler import sample_chunk, uses_guidance
@@ -23,17 +23,28 @@ from .vae import VAEStream, frames_to_video, video_to_frames
 
 @dataclass
 class SessionState:
-    """Everything a session needs to continue: restore it to branch again from this point."""
+    """Everything a session needs to continue: restore it to branch again from this point.
+
+    Attributes:
+        last_poses: per `config.relative_poses` modality, the absolute pose `[B, 7]` of the latest frame's
+            command, which the next chunk's first pose is read relative to (absent while unknown).
+    """
 
     history: History
     vae: VAEStream
     rng_state: torch.Tensor
     step_count: int
+    last_poses: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def copy(self) -> SessionState:
-        """An independent copy: stepping from one never changes the other."""
-        history = self.history.repeat(1)  # repeat_interleave copies, so this is a deep copy
-        return SessionState(history, self.vae.copy(), self.rng_state.clone(), self.step_count)
+    def copy(self, repeat: int = 1) -> SessionState:
+        """An independent copy, each branch repeated `repeat` times: stepping from one never changes the other."""
+        return SessionState(
+            self.history.repeat(repeat),  # repeat_interleave copies, so this is a deep copy
+            self.vae.copy(repeat=repeat),
+            self.rng_state.clone(),
+            self.step_count,
+            {k: v.repeat_interleave(repeat, dim=0) for k, v in self.last_poses.items()},
+        )
 
 
 def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
@@ -51,9 +62,9 @@ def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
 
 
 def _seed_commands(
-    commands: Mapping[str, np.ndarray] | None, given: int, used: int, model: AstraWorldModel
+    commands: Mapping[str, np.ndarray] | None, given: int, model: AstraWorldModel
 ) -> dict[str, torch.Tensor]:
-    """History commands `[1, L, A]` of the seed frames from the per-frame commands that produced them."""
+    """The checked per-frame commands `[1, given, D]` that produced the seed frames."""
     out = {}
     for name, value in (commands or {}).items():
         per_frame = torch.as_tensor(np.asarray(value, dtype=np.float32))
@@ -67,7 +78,7 @@ def _seed_commands(
             )
         if not torch.isfinite(per_frame).all():
             raise ValueError(f"commands[{name!r}] contains NaN or infinite values")
-        out[name] = latent_frame_commands(per_frame[given - used :], model.config)[None].to(model.device)
+        out[name] = per_frame[None].to(model.device)
     return out
 
 
@@ -97,11 +108,13 @@ class RolloutSession:
         video = frames_to_video(torch.from_numpy(frames)[None]).to(model.device)
         latents = vae.encode(video)
         vae.decode(latents)  # warm the decoder's causal cache so later chunks decode in context
-        past = _seed_commands(commands, len(given), len(frames), model)
+        raw = _seed_commands(commands, len(given), model)
+        past = as_model_reads({k: v[:, len(given) - len(frames) :] for k, v in raw.items()}, model.config)
+        past = {k: latent_frame_commands(v[0], model.config)[None] for k, v in past.items()}
         history = History(latents, torch.arange(latents.shape[2]), past).trimmed(model.config.history)
         rng = torch.Generator().manual_seed(int(seed))
-        state = SessionState(history, vae, rng.get_state(), 0)
-        return cls(model, state, 1)
+        last_poses = {k: raw[k][:, -1] for k in model.config.relative_poses if k in raw}
+        return cls(model, SessionState(history, vae, rng.get_state(), 0, last_poses), 1)
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -131,9 +144,7 @@ class RolloutSession:
         """A new session with `n` branches per current branch, all continuing from the current state."""
         if n < 1:
             raise ValueError(f"fork needs n >= 1, got {n}")
-        snap = self.snapshot()
-        state = SessionState(snap.history.repeat(n), snap.vae.copy(repeat=n), snap.rng_state, snap.step_count)
-        return RolloutSession(self.model, state, self.batch_size * n)
+        return RolloutSession(self.model, self.snapshot().copy(repeat=n), self.batch_size * n)
 
     # -- stepping ----------------------------------------------------------------------------------
     def _action_tensors(self, actions: Mapping[str, np.ndarray | torch.Tensor] | None) -> dict[str, torch.Tensor]:
@@ -171,8 +182,9 @@ class RolloutSession:
             uint8 `[frames_per_step, H, W, 3]`, or `[batch, frames_per_step, H, W, 3]` after a fork.
         """
         cfg = self.model.config
-        acts = self._action_tensors(actions)
-        validate_actions(acts, cfg, cfg.chunk_latent_frames)
+        commanded = self._action_tensors(actions)
+        validate_actions(commanded, cfg, cfg.chunk_latent_frames)
+        acts = as_model_reads(commanded, cfg, self.state.last_poses)
         scale = cfg.sampler.guidance_scale if guidance_scale is None else float(guidance_scale)
         history = self.state.history
         h, w = history.latents.shape[-2:]
@@ -193,6 +205,8 @@ class RolloutSession:
         video = self.state.vae.decode(latents)
         grouped = {k: group_per_latent_frame(v, cfg) for k, v in acts.items()}
         self.state.history = history.append(latents, cfg.history, grouped)
+        # A chunk without a pose modality leaves where its camera went unknown.
+        self.state.last_poses = {k: commanded[k][:, -1] for k in cfg.relative_poses if k in commanded}
         self.state.step_count += 1
         frames = video_to_frames(video).cpu().numpy()
         return frames[0] if self.batch_size == 1 else frames

@@ -18,8 +18,9 @@ Policies:
   refused with a ``BagError``; exactly half is still accepted.
 - Actions: invalid messages (NaN/inf, unknown joints, zero quaternion, ...) are skipped. The rest
   are sorted by time and resampled onto the frame times with a zero-order hold. Before the first
-  sample the neutral action is used (zero twist, identity camera pose); for joints the first
-  sample is used instead, as all-zero joint positions are a real, different configuration. An
+  sample the neutral action is used for twist (zero); joints and camera poses use their first
+  sample instead, as all-zero joint positions and the identity pose are real, different
+  configurations. An
   action topic with no usable message is refused with a ``BagError``; one whose samples all lie
   before or after the frames gets a ``UserWarning`` (typically mixed clocks, see above). There is
   no command timeout: the last command holds until the next one.
@@ -525,7 +526,7 @@ def _align_actions(
             stacklevel=3,
         )
     dim = action_dim(modality, joint_names)
-    neutral = values[0] if modality == "joints" else neutral_action(modality, dim)
+    neutral = values[0] if modality in ("joints", "camera_pose") else neutral_action(modality, dim)
     return zoh_resample(times, values, frame_times, neutral)
 
 

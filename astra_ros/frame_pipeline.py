@@ -96,8 +96,9 @@ class ActionChannel:
       would otherwise always look stale by the time its frames are shown.
     - joints and camera_pose are absolute targets: they hold their last value; going back to a
       neutral pose after a timeout would teleport the robot or the camera.
-    - Before the first command twist and camera_pose are neutral (no motion, the start pose);
-      joints are left out, since zero angles are a real configuration that need not match the scene.
+    - Before the first command twist is neutral (no motion). Joints and camera_pose are left out:
+      zero angles and the identity pose are real configurations that need not match the scene, and
+      a model reading relative poses takes the first commanded pose as where the camera is.
 
     All methods are thread-safe: subscriptions push while the inference thread samples.
     """
@@ -132,7 +133,7 @@ class ActionChannel:
         """``[len(times_ns), dim]`` float32 actions at the given frame times, or None to leave it out."""
         with self._lock:
             last = self._zoh.last_stamp_ns
-            if last is None and self.modality == "joints":
+            if last is None and self.modality in ("joints", "camera_pose"):
                 return None
             if last is None or not self._alive(last, now_ns):
                 return np.tile(self.neutral, (len(times_ns), 1))

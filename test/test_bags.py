@@ -41,7 +41,7 @@ FRAMES = np.random.default_rng(1).integers(0, 256, size=(5, 4, 6, 3), dtype=np.u
 
 V1, V2 = [0.5, 0.0, 0.0, 0.0, 0.0, 0.25], [-0.5, 0.125, 0.0, 0.0, 0.0, -1.0]
 P1, P2 = [1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 1.0], [4.0, 5.0, 6.0, 0.0, 0.0, 1.0, 0.0]
-ZERO6, IDENTITY = [0.0] * 6, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+ZERO6 = [0.0] * 6
 
 
 # --- messages built with rosbags' own classes -------------------------------------------------
@@ -122,7 +122,7 @@ def assert_actions(actions: dict, expected: dict) -> None:
 STANDARD_ACTIONS = {
     "twist": [ZERO6, V1, V1, V2, V2],
     "joints": [[0.1, 0.2]] * 4 + [[0.3, 0.4]],  # before the first sample: the first sample
-    "camera_pose": [IDENTITY, P1, P1, P2, P2],
+    "camera_pose": [P1, P1, P1, P2, P2],  # before the first sample: the first sample
 }
 
 
@@ -157,7 +157,7 @@ def test_log_clock_uses_receive_times(tmp_path: Path) -> None:
     episode = read(write_bag(tmp_path / "bag", "mcap", standard_messages()), clock="log")
     assert episode.frame_times_ns.tolist() == [S0 + ms * MS for ms in (7, 107, 207, 307, 407)]
     # poses now count at 300 and 310 ms, when they were logged
-    assert_actions({"camera_pose": episode.actions["camera_pose"]}, {"camera_pose": [IDENTITY] * 3 + [P1, P2]})
+    assert_actions({"camera_pose": episode.actions["camera_pose"]}, {"camera_pose": [P1] * 4 + [P2]})
 
 
 def test_zero_header_stamp_falls_back_to_log_time(tmp_path: Path) -> None:
@@ -327,7 +327,7 @@ def test_episode_writer_round_trip(tmp_path: Path, storage: str) -> None:
         {
             "twist": [V1] * 3 + [V2] * 2,
             "joints": [[0.1, 0.2]] * 5,
-            "camera_pose": [IDENTITY, P1, P1, P2, P2],
+            "camera_pose": [P1, P1, P1, P2, P2],
         },
     )
     with AnyReader([bag]) as reader:
