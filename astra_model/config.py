@@ -34,6 +34,12 @@ class MoAEConfig:
             absolute position in their hidden states (RoPE acts only inside attention), so a broadcast
             action embedding cannot say *where* the image should change; this lets it, the way camera
             models' per-pixel ray (Pluecker) embeddings do, which are also affine in (x, y, 1).
+        motion: the actions also move where the generated tokens sit for rotary attention (ours, not
+            the paper's). A zero-initialised head maps each latent frame's action features to a shift
+            (rows, columns) and a log-zoom, summed over the chunk; a token then attends to the history
+            as if it stood where the camera's motion brought its content from. Self-attention can
+            copy from a moved position at once, where learning the motion from an added embedding
+            alone takes far more data than a CPU run sees.
     """
 
     unified_dim: int = 25
@@ -43,6 +49,7 @@ class MoAEConfig:
     load_balance_weight: float = 0.01
     modality_experts: dict[str, int] | None = None
     spatial: bool = False
+    motion: bool = False
 
 
 @dataclass

@@ -50,15 +50,17 @@ class MixtureOfActionExperts(nn.Module):
             nn.ModuleList(nn.Linear(cfg.unified_dim, width) for _ in range(cfg.num_experts))
             for _ in range(num_blocks)
         )
+        # (row shift, column shift, log-zoom) per latent frame; see `motion_offsets`.
+        self.motion = nn.Linear(cfg.unified_dim, 3) if cfg.motion else None
         self.reset_experts()
 
     @torch.no_grad()
     def reset_experts(self) -> None:
-        """Zero every expert so the action path starts as an exact no-op."""
-        for block_experts in self.experts:
-            for expert in block_experts:
-                nn.init.zeros_(expert.weight)
-                nn.init.zeros_(expert.bias)
+        """Zero every expert (and the motion head) so the action path starts as an exact no-op."""
+        heads = [expert for block_experts in self.experts for expert in block_experts]
+        for head in heads + ([self.motion] if self.motion is not None else []):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     def encode(self, grouped: dict[str, torch.Tensor], history_flag: float) -> dict[str, torch.Tensor]:
         """Project each modality's `[B, F, grouped_dim]` actions (flag appended) to `[B, F, unified_dim]`."""
@@ -101,6 +103,22 @@ class MixtureOfActionExperts(nn.Module):
                 term = item.gates[..., e : e + 1] * expert(item.features)
                 total = term if total is None else total + term
         return total
+
+    def motion_offsets(self, routed: list[Routed], height: int, width: int) -> torch.Tensor:
+        """`[B, F * height * width, 3]` (frame, row, column) offsets of a chunk's rotary positions.
+
+        Each latent frame's features give a shift and a log-zoom `s`; summed over the chunk so far, they
+        are frame j's motion since the history. A token at (r, c) moves by
+        `((r - r_mid) (e^s - 1) + shift_r, (c - c_mid) (e^s - 1) + shift_c)`: zoom about the image
+        centre, then shift. Samples whose actions were dropped (zero gates) do not move."""
+        motion = sum(item.gates.sum(dim=-1, keepdim=True) * self.motion(item.features) for item in routed)
+        shift_r, shift_c, zoom = motion.cumsum(dim=1)[..., None, None].unbind(dim=2)
+        rows = torch.arange(height, dtype=motion.dtype, device=motion.device).view(height, 1) - (height - 1) / 2
+        cols = torch.arange(width, dtype=motion.dtype, device=motion.device).view(1, width) - (width - 1) / 2
+        scale = zoom.exp() - 1
+        grid = (*scale.shape[:2], height, width)
+        dr, dc = (rows * scale + shift_r).expand(grid), (cols * scale + shift_c).expand(grid)
+        return torch.stack([torch.zeros_like(dr), dr, dc], dim=-1).flatten(1, 3)
 
 
 SPATIAL_BASIS = ("1", "x", "y")

@@ -18,7 +18,7 @@ from .blocks import LayerKV, Stream, astra_block
 from .config import AstraConfig
 from .history import History, HistoryEmbedder
 from .moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
-from .rope import grid_positions, rotary_embedding
+from .rope import grid_positions, moved, rotary_embedding
 
 if TYPE_CHECKING:
     from .rollout import RolloutSession
@@ -217,7 +217,10 @@ class AstraWorldModel(nn.Module):
             hist_stream = Stream(
                 hist_x.to(chunk_x.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), chunk_x)
             )
-        chunk_stream = Stream(chunk_x, t_mod, None, _to(rotary_embedding(chunk_pos, head_dim), chunk_x))
+        chunk_rope = _to(rotary_embedding(chunk_pos, head_dim), chunk_x)
+        if routed is not None and self.moae.motion is not None:
+            chunk_rope = moved(chunk_rope, self.moae.motion_offsets(routed.chunk, h // 2, w // 2), head_dim)
+        chunk_stream = Stream(chunk_x, t_mod, None, chunk_rope)
 
         # Blocks.
         new_cache = []

@@ -63,3 +63,21 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     out[..., 0::2] = x1 * cos - x2 * sin
     out[..., 1::2] = x1 * sin + x2 * cos
     return out.type_as(x)
+
+
+def moved(
+    rope: tuple[torch.Tensor, torch.Tensor], offsets: torch.Tensor, head_dim: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tables of `positions + offsets` from those of `positions`: rotations compose, R(p + d) = R(p) R(d),
+    so zero offsets give the tables back exactly and gradients reach `offsets` `[B, S, 3]`.
+
+    Returns `(cos, sin)`, each `[B, S, 1, head_dim]`.
+    """
+    cos, sin = rope
+    angles = []
+    for axis, dim in enumerate(axis_dims(head_dim)):
+        freqs = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=offsets.device) / dim)
+        angles.append(offsets[..., axis : axis + 1].float() * freqs)
+    angle = torch.cat(angles, dim=-1).repeat_interleave(2, dim=-1).unsqueeze(2)
+    c, s = angle.cos(), angle.sin()
+    return cos * c - sin * s, sin * c + cos * s

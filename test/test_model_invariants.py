@@ -17,7 +17,8 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(
-    "moae", [{"routing": "learned"}, {"routing": "modality"}, {"routing": "learned", "spatial": True}]
+    "moae",
+    [{"routing": "learned"}, {"routing": "modality"}, {"routing": "learned", "spatial": True, "motion": True}],
 )
 def test_fresh_model_reproduces_plain_wan_for_any_actions(wan_folder, moae):
     model = AstraWorldModel.from_wan(
@@ -52,6 +53,23 @@ def test_trained_action_path_changes_the_prediction(tiny_model):
         a = tiny_model.predict_velocity(x, t, {"twist": torch.ones(1, 8, 6)})
         b = tiny_model.predict_velocity(x, t, {"twist": -torch.ones(1, 8, 6)})
     assert _rel_err(a, b) > 1e-3
+
+
+def test_dropped_actions_neither_embed_nor_move_tokens():
+    torch.manual_seed(0)
+    model = AstraWorldModel(AstraConfig.preset("tiny").replace(moae={"spatial": True, "motion": True})).eval()
+    randomise_action_path(model)
+    with torch.no_grad():
+        model.moae.motion.weight.normal_(0, 0.5)
+    x, t, hist = torch.randn(2, 16, 2, 8, 8), torch.tensor([500.0, 200.0]), torch.randn(2, 16, 3, 8, 8)
+    acts = {"twist": torch.randn(2, 8, 6)}
+    with torch.no_grad():
+        free = model(x, t, None, hist).velocity
+        masked = model(x, t, acts, hist, action_mask=torch.tensor([True, False])).velocity
+        both = model(x, t, acts, hist).velocity
+    assert torch.equal(masked[1], free[1])
+    torch.testing.assert_close(masked[0], both[0])
+    assert _rel_err(both[0], free[0]) > 1e-3
 
 
 @pytest.mark.parametrize("with_actions", [False, True])

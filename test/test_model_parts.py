@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from conftest import tiny_config
@@ -9,8 +11,8 @@ from conftest import tiny_config
 from astra_model import AstraConfig, AstraWorldModel, History, HistoryConfig
 from astra_model.actions import group_per_latent_frame
 from astra_model.history import slot_layout
-from astra_model.moae import MixtureOfActionExperts, at_tokens, spatial_basis
-from astra_model.rope import grid_positions, rotary_embedding
+from astra_model.moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
+from astra_model.rope import grid_positions, moved, rotary_embedding
 from astra_model.sampler import sample_chunk
 from astra_model.training import flow_matching_loss, noise_augment_history
 
@@ -67,6 +69,35 @@ def test_spatial_action_embedding_varies_across_the_image_as_e1_plus_x_ex_plus_y
     coeffs = torch.cat([e1, ex, ey]).view(1, 1, 6)  # one latent frame's coefficients, broadcast to 4 tokens
     assert at_tokens(coeffs, basis).tolist() == [[[-9, -2], [-9, 2], [11, -2], [1, 0]]]
     assert at_tokens(coeffs, None) is coeffs  # not spatial: the broadcast embedding as it is
+
+
+def test_moved_rotary_tables_are_those_of_the_moved_positions():
+    positions = grid_positions(torch.arange(3, 5), 4, 4)
+    base = rotary_embedding(positions, 32)
+    offsets = torch.zeros(2, len(positions), 3)
+    offsets[1, :, 1:] = torch.tensor([2.0, -3.0])
+    cos, sin = moved(base, offsets, 32)
+    assert cos.shape == (2, 32, 1, 32)
+    assert torch.equal(cos[0], base[0][0]) and torch.equal(sin[0], base[1][0])  # no offset: exactly the tables
+    shifted = rotary_embedding(positions + torch.tensor([0, 2, -3]), 32)
+    torch.testing.assert_close(cos[1:], shifted[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(sin[1:], shifted[1], atol=1e-6, rtol=0)
+
+
+def test_motion_offsets_shift_and_zoom_each_frame_by_the_motion_so_far():
+    moae = MixtureOfActionExperts(tiny_config(moae={"unified_dim": 2, "motion": True, "routing": "modality"}), 1)
+    with torch.no_grad():
+        moae.motion.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        moae.motion.bias.copy_(torch.tensor([0.0, 0.0, math.log(2)]))
+    features = torch.tensor([[[1.0, -2.0], [0.5, 0.0]]])  # frame 0 moves (1, -2), frame 1 by (0.5, 0) more
+    gates = torch.tensor([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    offsets = moae.motion_offsets([Routed(features, gates)], 2, 2).view(2, 2, 2, 3)
+    # Frame 0: zoom 2 about the centre (rows/cols at -0.5, 0.5 move by -0.5, +0.5), then the shift.
+    assert offsets[0, 0, 0].tolist() == [0.0, 1 - 0.5, -2 - 0.5] and offsets[0, 1, 1].tolist() == [0.0, 1.5, -1.5]
+    # Frame 1: zoom 4 (moves -1.5 / +1.5) after a total shift of (1.5, -2).
+    assert offsets[1, 0, 1].tolist() == [0.0, 1.5 - 1.5, -2 + 1.5]
+    dropped = moae.motion_offsets([Routed(features, torch.zeros_like(gates))], 2, 2)
+    assert not dropped.any()  # a sample whose actions were dropped does not move
 
 
 def test_history_slots_and_positions():
