@@ -9,7 +9,8 @@ For each domain, on seeds never used in training:
   PSNRs, which a single frame the world left unchanged (copy-last: MSE 0, capped at 100 dB) dominates.
 - **Action following**: from one true state, roll two different command sequences in both the
   simulator and the model (a fork of one session, sharing noise). The pair is followed when each
-  prediction is closer (MSE) to its own true rollout than to the other one.
+  prediction is closer (MSE) to its own true rollout than to the other one. `action_pairs.png` shows
+  each domain's first pair.
 
     python -m astra_ros.demo_eval --checkpoint runs/demo/astra/final --out runs/demo/eval
 """
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from astra_model import AstraWorldModel
@@ -94,7 +96,19 @@ def horizon_scores(
     return out
 
 
-def follows_actions(model: AstraWorldModel, domain: str, seed: int, size: int, sampling: Sampling) -> bool:
+@dataclass
+class ActionPair:
+    """Two command sequences run from one true state: true and predicted frames, each `[2, n, H, W, 3]`."""
+
+    truths: np.ndarray
+    preds: np.ndarray
+
+    def followed(self) -> bool:
+        """Each prediction is closer (MSE) to its own true rollout than to the other one."""
+        return all(_mse(self.preds[i], self.truths[i]) < _mse(self.preds[i], self.truths[1 - i]) for i in (0, 1))
+
+
+def action_pair(model: AstraWorldModel, domain: str, seed: int, size: int, sampling: Sampling) -> ActionPair:
     n = model.config.frames_per_chunk
     with make_env(domain, seed=seed, image_size=size) as env:
         context, commands = _seed_context(env, np.random.default_rng(seed))
@@ -105,10 +119,20 @@ def follows_actions(model: AstraWorldModel, domain: str, seed: int, size: int, s
             env.set_state(start)
             truths.append(_true_rollout(env, plan))
     session = sampling.start(model, context, env.modality, commands, seed).fork(2)
-    preds = session.step({env.modality: np.stack(plans)}, **sampling.step_options())
-    own = [_mse(preds[0], truths[0]), _mse(preds[1], truths[1])]
-    other = [_mse(preds[0], truths[1]), _mse(preds[1], truths[0])]
-    return own[0] < other[0] and own[1] < other[1]
+    return ActionPair(np.stack(truths), session.step({env.modality: np.stack(plans)}, **sampling.step_options()))
+
+
+def pair_figure(examples: dict[str, ActionPair]) -> Figure:
+    """Per domain, the simulator and the model under each of two command sequences, frames left to right."""
+    figure = Figure(figsize=(8, 1.1 * 4 * len(examples)), layout="constrained")
+    axes = figure.subplots(4 * len(examples), 1, squeeze=False)[:, 0]
+    rows = [(d, who, k) for d in examples for k in (0, 1) for who in ("simulator", "model")]
+    for ax, (domain, who, k) in zip(axes, rows, strict=True):
+        frames = (examples[domain].truths if who == "simulator" else examples[domain].preds)[k]
+        ax.imshow(np.concatenate(list(frames), axis=1))
+        ax.set_axis_off()
+        ax.set_title(f"{domain}, commands {'AB'[k]}: {who}", fontsize=8, loc="left")
+    return figure
 
 
 def _pooled_psnr(mse: np.ndarray) -> list[float]:
@@ -118,8 +142,9 @@ def _pooled_psnr(mse: np.ndarray) -> list[float]:
 
 def evaluate(
     model: AstraWorldModel, episodes: int, chunks: int, pairs: int, size: int, first_seed: int, sampling: Sampling
-) -> dict:
-    report = {}
+) -> tuple[dict, dict[str, ActionPair]]:
+    """The report (JSON-ready) and each domain's first action pair."""
+    report, examples = {}, {}
     for domain in DOMAINS:
         seeds = range(first_seed, first_seed + episodes)
         runs = [
@@ -129,10 +154,12 @@ def evaluate(
         for name in ("model", "copy"):
             table[f"{name}_psnr"] = _pooled_psnr(np.mean([r[f"{name}_mse"] for r in runs], axis=0))
         pair_seeds = range(first_seed + 1000, first_seed + 1000 + pairs)
-        followed = [follows_actions(model, domain, s, size, sampling) for s in tqdm(pair_seeds, desc=f"{domain} pairs")]
+        results = [action_pair(model, domain, s, size, sampling) for s in tqdm(pair_seeds, desc=f"{domain} pairs")]
+        examples[domain] = results[0]
         beats = [m > c for m, c in zip(table["model_psnr"], table["copy_psnr"], strict=True)]
-        report[domain] = {**table, "beats_copy_psnr_at_horizon": beats, "action_following": float(np.mean(followed))}
-    return report
+        following = float(np.mean([r.followed() for r in results]))
+        report[domain] = {**table, "beats_copy_psnr_at_horizon": beats, "action_following": following}
+    return report, examples
 
 
 def markdown(report: dict) -> str:
@@ -175,11 +202,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = AstraWorldModel.from_pretrained(args.checkpoint)
     sampling = Sampling(args.steps, args.guidance_scale, seed_commands=not args.no_seed_commands)
-    report = evaluate(model, args.episodes, args.chunks, args.pairs, args.image_size, args.first_seed, sampling)
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
+    size = args.image_size
+    report, examples = evaluate(model, args.episodes, args.chunks, args.pairs, size, args.first_seed, sampling)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_eval.json").write_text(json.dumps(report, indent=2))
     (out / "demo_eval.md").write_text(markdown(report))
+    pair_figure(examples).savefig(out / "action_pairs.png", dpi=100)
     print(markdown(report))
 
 

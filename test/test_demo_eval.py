@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 from conftest import tiny_config
 
 from astra_model import AstraWorldModel
-from astra_ros.demo_eval import Sampling, _pooled_psnr, _seed_context, evaluate, markdown
+from astra_ros.demo_eval import ActionPair, Sampling, _pooled_psnr, _seed_context, evaluate, main, markdown
 from astra_ros.envs import DOMAINS, make_env
 
 MODALITIES = {"twist": 6, "joints": 4, "camera_pose": 7}
@@ -22,8 +23,12 @@ def test_pooled_psnr_is_psnr_of_the_mean_squared_error():
 def test_report_scores_every_domain_horizon_and_the_copy_baseline():
     torch.manual_seed(0)
     model = AstraWorldModel(tiny_config(modalities=MODALITIES, chunk_latent_frames=1)).eval()
-    report = evaluate(model, episodes=2, chunks=2, pairs=1, size=32, first_seed=70_000, sampling=Sampling(1, 0.0))
-    assert list(report) == list(DOMAINS)
+    sampling = Sampling(1, 0.0)
+    report, examples = evaluate(model, episodes=2, chunks=2, pairs=1, size=32, first_seed=70_000, sampling=sampling)
+    assert list(report) == list(examples) == list(DOMAINS)
+    for domain, pair in examples.items():
+        assert pair.truths.shape == pair.preds.shape == (2, 4, 32, 32, 3)
+        assert report[domain]["action_following"] == float(pair.followed())
     for r in report.values():
         for key in ("model", "copy"):
             assert len(r[f"{key}_psnr"]) == len(r[f"{key}_ssim"]) == len(r[f"{key}_frame_psnr"]) == 2
@@ -42,3 +47,19 @@ def test_seed_context_gives_the_commands_that_made_the_seed_frames():
         replay = [env.reset(), *(env.step(c) for c in commands[1:])]
     assert commands.shape == (5, 4) and np.array_equal(commands[0], commands[1])  # row 0 made no frame
     assert np.array_equal(np.stack(replay), frames)
+
+
+def test_a_pair_is_followed_only_when_each_prediction_is_closer_to_its_own_truth():
+    truths = np.stack([np.zeros((2, 4, 4, 3)), np.full((2, 4, 4, 3), 100)]).astype(np.uint8)
+    assert ActionPair(truths, truths + 10).followed()
+    assert not ActionPair(truths, truths[::-1]).followed()  # swapped: each is its other's truth
+    assert not ActionPair(truths, np.full_like(truths, 50)).followed()  # the same prediction for both
+
+
+def test_cli_writes_report_and_action_pair_figure(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    AstraWorldModel(tiny_config(modalities=MODALITIES, chunk_latent_frames=1)).eval().save_pretrained(tmp_path / "m")
+    main(["--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "eval"), "--episodes", "1", "--chunks", "1",
+          "--pairs", "1", "--image-size", "32", "--first-seed", "70000", "--steps", "1"])
+    assert {p.name for p in (tmp_path / "eval").iterdir()} == {"demo_eval.json", "demo_eval.md", "action_pairs.png"}
+    assert iio.imread(tmp_path / "eval" / "action_pairs.png").shape[1] == 800  # 8 inches at 100 dpi
