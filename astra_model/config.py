@@ -165,6 +165,11 @@ class AstraConfig:
             model reads as each frame's pose relative to the frame before (the paper's relative camera
             poses). Rollout sessions and training clips convert them (`astra_model.poses`); the
             forward pass takes the relative poses.
+        action_stats: per modality, `{"mean": [...], "std": [...]}` of each element of the actions
+            as the model reads them; MoAE standardises its inputs with them. Physical units differ by
+            orders of magnitude (a camera turns by ~0.01 of a quaternion per frame, a robot by ~1
+            rad/s), and an encoder would need many steps to scale the small ones up. Stage 3 fills
+            them in from its training data; empty means no standardisation.
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -181,6 +186,7 @@ class AstraConfig:
     text_len: int = 1
     action_labels: dict[str, list[str]] = field(default_factory=dict)
     relative_poses: list[str] = field(default_factory=list)
+    action_stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -267,6 +273,11 @@ class AstraConfig:
         for name, labels in self.action_labels.items():
             if name not in self.modalities or len(labels) != self.modalities[name]:
                 raise ValueError(f"AstraConfig: action_labels[{name!r}] must name each of the modality's elements")
+        for name, stats in self.action_stats.items():
+            dim = self.modalities.get(name)
+            ok = dim is not None and set(stats) == {"mean", "std"} and len(stats["mean"]) == len(stats["std"]) == dim
+            if not ok or min(stats["std"]) <= 0:
+                raise ValueError(f"AstraConfig: action_stats[{name!r}] needs 'mean' and positive 'std', {dim} each")
         for name in self.relative_poses:
             if self.modalities.get(name) != 7:
                 raise ValueError(f"AstraConfig: relative_poses names {name!r}, which is not a 7-D pose modality")

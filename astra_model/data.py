@@ -172,6 +172,20 @@ class LatentClips:
         return ClipBatch(history, target, {modality: acts}, family)
 
 
+def action_stats(episodes: list[VideoEpisode], config: AstraConfig) -> dict[str, dict[str, list[float]]]:
+    """Per modality, mean and std of each action element as the model reads it, over every frame a
+    command produced (row 0 of an episode produced none); an element that never changes gets std 1."""
+    stats = {}
+    for name in sorted({m for ep in episodes for m in ep.actions}):
+        read = [as_model_reads({name: torch.from_numpy(ep.actions[name][None]).float()}, config)[name][0, 1:]
+                for ep in episodes if name in ep.actions]
+        values = torch.cat(read).double()
+        std = values.std(dim=0)
+        std = torch.where(std > 1e-6, std, torch.ones_like(std))
+        stats[name] = {"mean": values.mean(dim=0).tolist(), "std": std.tolist()}
+    return stats
+
+
 def random_frame_clips(episodes: list[VideoEpisode], batch: int, frames: int, rng: np.random.Generator) -> torch.Tensor:
     """Random `[B, 3, frames, H, W]` video clips in [-1, 1] (for VAE training)."""
     clips = []

@@ -63,12 +63,20 @@ class MixtureOfActionExperts(nn.Module):
             nn.init.zeros_(head.bias)
 
     def encode(self, grouped: dict[str, torch.Tensor], history_flag: float) -> dict[str, torch.Tensor]:
-        """Project each modality's `[B, F, grouped_dim]` actions (flag appended) to `[B, F, unified_dim]`."""
+        """Project each modality's `[B, F, grouped_dim]` actions (standardised with `config.action_stats`,
+        flag appended) to `[B, F, unified_dim]`."""
         out = {}
         for name, value in grouped.items():
+            if name in self.config.action_stats:
+                mean, std = (self._grouped_stat(name, key).to(value) for key in ("mean", "std"))
+                value = (value - mean) / std
             flag = torch.full_like(value[..., :1], history_flag)
             out[name] = self.encoders[name](torch.cat([value, flag], dim=-1))
         return out
+
+    def _grouped_stat(self, name: str, key: str) -> torch.Tensor:
+        per_frame = torch.tensor(self.config.action_stats[name][key])
+        return per_frame.repeat(self.config.temporal_ratio) if self.config.action_grouping == "stack" else per_frame
 
     def route(self, encoded: dict[str, torch.Tensor]) -> tuple[list[Routed], torch.Tensor]:
         """Gates for the encoded actions, and the load-balancing loss (0 for modality routing)."""

@@ -35,7 +35,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from .config import AstraConfig
-from .data import LatentClips, VideoEpisode, random_frame_clips
+from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
 from .model import AstraWorldModel
 from .training import flow_matching_loss
 
@@ -197,6 +197,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
     else:
         base = AstraWorldModel.from_pretrained(cfg.init_from)
         config = _apply_ablation(base.config.replace(**cfg.model), cfg.ablation)
+        config = config.replace(action_stats=action_stats(train_eps, config))
         model = AstraWorldModel(config, backbone=base.backbone, vae=base.vae)
         model.history_embedder.load_state_dict(base.history_embedder.state_dict())
         model.set_trainable()

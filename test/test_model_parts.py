@@ -100,6 +100,20 @@ def test_motion_offsets_shift_and_zoom_each_frame_by_the_motion_so_far():
     assert not dropped.any()  # a sample whose actions were dropped does not move
 
 
+def test_moae_standardises_each_command_element_with_the_configs_statistics():
+    stats = {"twist": {"mean": [1.0, 0, 0, 0, 0, -2.0], "std": [0.5, 1, 1, 1, 1, 4.0]}}
+    plain = MixtureOfActionExperts(tiny_config(), 1)
+    scaled = MixtureOfActionExperts(tiny_config(action_stats=stats), 1)
+    scaled.load_state_dict(plain.state_dict())
+    grouped = torch.randn(2, 3, 24)  # 4 video frames of 6 stacked per latent frame
+    mean, std = torch.tensor(stats["twist"]["mean"]).repeat(4), torch.tensor(stats["twist"]["std"]).repeat(4)
+    torch.testing.assert_close(
+        scaled.encode({"twist": grouped}, 0.0)["twist"], plain.encode({"twist": (grouped - mean) / std}, 0.0)["twist"]
+    )
+    with pytest.raises(ValueError, match=r"action_stats\['twist'\] needs 'mean' and positive 'std', 6 each"):
+        tiny_config(action_stats={"twist": {"mean": [0.0] * 6, "std": [0.0] * 6}})
+
+
 def test_history_slots_and_positions():
     layout = HistoryConfig(first_frame=True, slots_4x=16, slots_2x=2, slots_1x=1)
     s = slot_layout(25, layout)

@@ -12,7 +12,7 @@ from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file
 
 from astra_model import AstraWorldModel
-from astra_model.data import LatentClips, VideoEpisode, produced_by
+from astra_model.data import LatentClips, VideoEpisode, action_stats, produced_by
 from astra_model.train import TrainConfig, _load_episodes, latest_checkpoint, train, world_model_stage
 from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC, branch_frame
 from astra_ros.datagen import main as datagen
@@ -24,6 +24,14 @@ JOINTS = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch"]
 def test_produced_by_shifts_commands_one_frame():
     zoh = np.arange(8, dtype=np.float32).reshape(4, 2)
     assert produced_by(zoh).tolist() == [[0, 1], [0, 1], [2, 3], [4, 5]]
+
+
+def test_action_stats_cover_the_frames_commands_made():
+    frames = np.zeros((3, 32, 32, 3), np.uint8)
+    twist = np.array([[9, 0, 0, 0, 0, 5], [1, 0, 0, 0, 0, 5], [3, 0, 0, 0, 0, 5]], np.float32)
+    stats = action_stats([VideoEpisode(frames, {"twist": twist}, "ep")], tiny_config())
+    # Row 0 made no frame; a constant element gets std 1 so that it is left as it is.
+    assert stats == {"twist": {"mean": [2.0, 0, 0, 0, 0, 5], "std": [np.sqrt(2.0), 1, 1, 1, 1, 1]}}
 
 
 def _numbered_clips(cfg) -> LatentClips:
@@ -224,6 +232,9 @@ def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone
     cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), parting_prob=1.0, family_weight=1.0)
     cfg.data.train = cfg.data.val = [str(tmp_path / "branched/*/seed_*")]
     stage = _stage(cfg)
+    # Stage 3 standardises the commands with statistics of its own training data.
+    expected = action_stats(_load_episodes(cfg)[0], stage.module.config)
+    assert stage.module.config.action_stats == expected and list(expected) == ["twist"]
     before = stage.evaluate()
     assert before["parting_gap/twist"] == 0.0 and "parting_gap/joints" not in before  # no arm branches
     with torch.no_grad():
