@@ -60,6 +60,9 @@ def as_model_reads(
     for name in config.relative_poses:
         if name in out:
             before = (previous or {}).get(name)
-            rel = relative_to_previous(out[name].cpu().numpy(), None if before is None else before.cpu().numpy())
+            try:
+                rel = relative_to_previous(out[name].cpu().numpy(), None if before is None else before.cpu().numpy())
+            except ValueError as err:
+                raise ValueError(f"actions[{name!r}]: {err}") from err
             out[name] = torch.from_numpy(rel).to(out[name])
     return out

@@ -123,6 +123,17 @@ def test_training_clips_give_the_model_relative_poses():
     )
 
 
+def test_a_session_refuses_a_pose_without_rotation_and_keeps_its_state(seed_frames):
+    poses = _trajectory(13, seed=3)
+    session = _camera_model(relative=True).start(seed_frames, commands={"camera_pose": poses[:5]})
+    bad = poses[5:13].copy()
+    bad[4, 3:] = 0
+    with pytest.raises(ValueError, match=r"actions\['camera_pose'\]: poses has a zero-norm quaternion"):
+        session.step({"camera_pose": bad})
+    assert session.step_count == 0
+    assert torch.equal(session.state.last_poses["camera_pose"][0], torch.from_numpy(poses[4]))
+
+
 def test_config_refuses_relative_poses_for_what_is_not_a_pose():
     with pytest.raises(ValueError, match="relative_poses names 'twist', which is not a 7-D pose modality"):
         tiny_config(relative_poses=["twist"])
