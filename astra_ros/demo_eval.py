@@ -7,6 +7,8 @@ For each domain, on seeds never used in training:
   next to the copy-last-frame baseline (the last seed frame repeated). `psnr` pools the squared error
   of every frame at a horizon (`10 log10(255^2 / mean MSE)`); `frame_psnr` is the mean of per-frame
   PSNRs, which a single frame the world left unchanged (copy-last: MSE 0, capped at 100 dB) dominates.
+  The `vae` row scores the model's VAE reconstructing the true frames (seed and future encoded and
+  decoded as one stream): no prediction decoded by that VAE can expect to do better.
 - **Action following**: from one true state, roll two different command sequences in both the
   simulator and the model (a fork of one session, sharing noise). The pair is followed when each
   prediction is closer (MSE) to its own true rollout than to the other one. `action_pairs.png` shows
@@ -23,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from astra_model import AstraWorldModel
+from astra_model.vae import VAEStream, frames_to_video, video_to_frames
 
 from .envs import DOMAINS, make_env
 from .eval_metrics import PSNR_CAP_DB, psnr, ssim
@@ -72,6 +76,15 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a.astype(np.float64) - b) ** 2))
 
 
+@torch.no_grad()
+def reconstruction(model: AstraWorldModel, context: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """The model VAE's reconstruction `[T, H, W, 3]` of `truth`, encoded and decoded in one stream after
+    `context` as a rollout's frames are."""
+    stream = VAEStream(model.vae)
+    video = frames_to_video(torch.from_numpy(np.concatenate([context, truth]))[None]).to(model.device)
+    return video_to_frames(stream.decode(stream.encode(video)))[0, len(context) :].cpu().numpy()
+
+
 def horizon_scores(
     model: AstraWorldModel, domain: str, seed: int, chunks: int, size: int, sampling: Sampling
 ) -> dict[str, list[float]]:
@@ -85,10 +98,11 @@ def horizon_scores(
     plan = [{env.modality: actions[c * n : (c + 1) * n]} for c in range(chunks)]
     pred = np.concatenate([session.step(chunk, **sampling.step_options()) for chunk in plan])
     copy = np.repeat(context[-1:], len(truth), axis=0)
-    out: dict[str, list[float]] = {f"{m}_{k}": [] for m in ("model", "copy") for k in ("mse", "frame_psnr", "ssim")}
+    rows = {"model": pred, "copy": copy, "vae": reconstruction(model, context, truth)}
+    out: dict[str, list[float]] = {f"{m}_{k}": [] for m in rows for k in ("mse", "frame_psnr", "ssim")}
     for c in range(chunks):
         span = slice(c * n, (c + 1) * n)
-        for name, frames in (("model", pred), ("copy", copy)):
+        for name, frames in rows.items():
             pairs = list(zip(frames[span], truth[span], strict=True))
             out[f"{name}_mse"].append(_mse(frames[span], truth[span]))
             out[f"{name}_frame_psnr"].append(float(np.mean([psnr(p, t) for p, t in pairs])))
@@ -151,7 +165,7 @@ def evaluate(
             horizon_scores(model, domain, s, chunks, size, sampling) for s in tqdm(seeds, desc=f"{domain} horizons")
         ]
         table = {k: np.mean([r[k] for r in runs], axis=0).round(4).tolist() for k in runs[0]}
-        for name in ("model", "copy"):
+        for name in ("model", "copy", "vae"):
             table[f"{name}_psnr"] = _pooled_psnr(np.mean([r[f"{name}_mse"] for r in runs], axis=0))
         pair_seeds = range(first_seed + 1000, first_seed + 1000 + pairs)
         results = [action_pair(model, domain, s, size, sampling) for s in tqdm(pair_seeds, desc=f"{domain} pairs")]
@@ -164,14 +178,15 @@ def evaluate(
 
 def markdown(report: dict) -> str:
     lines = [
-        "| domain | horizon (chunks) | model PSNR | copy-last PSNR | model frame PSNR | copy-last frame PSNR "
-        "| model SSIM | copy-last SSIM |",
-        "|---|---|---|---|---|---|---|---|",
+        "| domain | horizon (chunks) | model PSNR | copy-last PSNR | VAE PSNR | model frame PSNR "
+        "| copy-last frame PSNR | VAE frame PSNR | model SSIM | copy-last SSIM | VAE SSIM |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for domain, r in report.items():
-        keys = ("model_psnr", "copy_psnr", "model_frame_psnr", "copy_frame_psnr", "model_ssim", "copy_ssim")
-        for h, (mp, cp, mf, cf, ms, cs) in enumerate(zip(*(r[k] for k in keys), strict=True), start=1):
-            lines.append(f"| {domain} | {h} | {mp:.2f} | {cp:.2f} | {mf:.2f} | {cf:.2f} | {ms:.3f} | {cs:.3f} |")
+        columns = [r[f"{row}_{k}"] for k in ("psnr", "frame_psnr", "ssim") for row in ("model", "copy", "vae")]
+        for h, values in enumerate(zip(*columns, strict=True), start=1):
+            cells = [f"{v:.2f}" for v in values[:6]] + [f"{v:.3f}" for v in values[6:]]
+            lines.append(f"| {domain} | {h} | " + " | ".join(cells) + " |")
     lines += ["", "| domain | action following (pairs followed) |", "|---|---|"]
     lines += [f"| {d} | {r['action_following']:.0%} |" for d, r in report.items()]
     return "\n".join(lines) + "\n"

@@ -8,7 +8,17 @@ import torch
 from conftest import tiny_config
 
 from astra_model import AstraWorldModel
-from astra_ros.demo_eval import ActionPair, Sampling, _pooled_psnr, _seed_context, evaluate, main, markdown
+from astra_model.vae import frames_to_video, video_to_frames
+from astra_ros.demo_eval import (
+    ActionPair,
+    Sampling,
+    _pooled_psnr,
+    _seed_context,
+    evaluate,
+    main,
+    markdown,
+    reconstruction,
+)
 from astra_ros.envs import DOMAINS, make_env
 
 MODALITIES = {"twist": 6, "joints": 4, "camera_pose": 7}
@@ -30,7 +40,7 @@ def test_report_scores_every_domain_horizon_and_the_copy_baseline():
         assert pair.truths.shape == pair.preds.shape == (2, 4, 32, 32, 3)
         assert report[domain]["action_following"] == float(pair.followed())
     for r in report.values():
-        for key in ("model", "copy"):
+        for key in ("model", "copy", "vae"):
             assert len(r[f"{key}_psnr"]) == len(r[f"{key}_ssim"]) == len(r[f"{key}_frame_psnr"]) == 2
             np.testing.assert_allclose(r[f"{key}_psnr"], _pooled_psnr(np.array(r[f"{key}_mse"])), atol=1e-3)
         # Mean of per-frame PSNRs >= PSNR of the mean error (Jensen), equal only for equal errors.
@@ -38,6 +48,18 @@ def test_report_scores_every_domain_horizon_and_the_copy_baseline():
         assert r["beats_copy_psnr_at_horizon"] == [m > c for m, c in zip(r["model_psnr"], r["copy_psnr"], strict=True)]
         assert r["action_following"] in (0.0, 1.0)
     assert "| mobile | 2 |" in markdown(report)
+
+
+def test_vae_row_is_the_one_shot_reconstruction_of_the_true_frames():
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(modalities=MODALITIES)).eval()
+    frames = np.random.default_rng(0).integers(0, 256, (13, 32, 32, 3), dtype=np.uint8)
+    video = frames_to_video(torch.from_numpy(frames)[None])
+    with torch.no_grad():
+        whole = video_to_frames(model.vae.decode(model.vae.encode(video).latent_dist.mode()).sample)[0].numpy()
+    recon = reconstruction(model, frames[:5], frames[5:])
+    assert recon.shape == (8, 32, 32, 3) and recon.dtype == np.uint8
+    assert np.abs(recon.astype(int) - whole[5:]).max() <= 1  # float rounding of the latent normalisation
 
 
 def test_seed_context_gives_the_commands_that_made_the_seed_frames():
