@@ -4,6 +4,8 @@ Stages (one YAML config each, see `config/train_*.yaml`):
 
 1. `vae`: train a Wan VAE (`AutoencoderKLWan` config) on the frames; afterwards its latent statistics
    are measured and stored in its config, so latents are normalised for diffusion.
+   `decoder` (ours, like Stable Diffusion's fine-tuned decoders): fine-tune only the VAE decoder of a
+   trained world model on long streams. Its latents, and so everything trained on them, stay valid.
 2. `backbone`: pretrain the Wan transformer action-free as a video continuation model (with the
    history embedders), on the stage-1 VAE's latents, one micro-batch per domain per optimiser step.
 3. `astra`: freeze the backbone and train ACT-Adapters, self-attention, history embedders and MoAE with
@@ -40,6 +42,7 @@ from .model import AstraWorldModel
 from .training import flow_matching_loss
 
 ABLATIONS = ("no_noise_aug", "no_afg", "shared_expert")
+STAGES = ("vae", "decoder", "backbone", "astra")
 
 
 @dataclass
@@ -84,8 +87,8 @@ class TrainConfig:
         data = {**yaml.safe_load(Path(path).read_text()), **(overrides or {})}
         data["data"] = DataConfig(**data["data"])
         cfg = cls(**data)
-        if cfg.stage not in ("vae", "backbone", "astra"):
-            raise ValueError(f"{path}: stage must be vae, backbone or astra, got {cfg.stage!r}")
+        if cfg.stage not in STAGES:
+            raise ValueError(f"{path}: stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
         if cfg.ablation is not None and cfg.ablation not in ABLATIONS:
             raise ValueError(f"{path}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
         return cfg
@@ -145,23 +148,64 @@ def vae_stage(cfg: TrainConfig, train_eps: list[VideoEpisode], val_eps: list[Vid
         # Deterministic autoencoding (posterior mode): the diffusion model only ever sees posterior means,
         # and the measured latent statistics normalise their scale.
         clip = random_frame_clips(train_eps, cfg.batch_size, cfg.vae_clip_frames, rng).to(device)
-        recon = net(clip).sample
-        rec = torch.nn.functional.l1_loss(recon, clip) + torch.nn.functional.mse_loss(recon, clip)
+        rec = _reconstruction_loss(net(clip).sample, clip)
         return {"total": rec, "recon": rec}
-
-    @torch.no_grad()
-    def evaluate() -> dict[str, float]:
-        rng = np.random.default_rng(1234)
-        clip = random_frame_clips(val_eps, 8, cfg.vae_clip_frames, rng).to(device)
-        recon = vae.decode(vae.encode(clip).latent_dist.mode()).sample
-        mse = torch.nn.functional.mse_loss((recon + 1) / 2, (clip + 1) / 2).item()
-        return {"psnr": 10 * math.log10(1.0 / max(mse, 1e-12))}
 
     def save_final(path: Path) -> None:
         set_latent_statistics(vae, train_eps, frames=cfg.vae_clip_frames)
         vae.save_pretrained(path)
 
-    return Stage(vae, net, loss, evaluate, save_final)
+    return Stage(vae, net, loss, lambda: reconstruction_psnr(vae, val_eps, cfg.vae_clip_frames), save_final)
+
+
+def decoder_stage(cfg: TrainConfig, train_eps: list[VideoEpisode], val_eps: list[VideoEpisode], device, wrap) -> Stage:
+    # The encoder, and with it the latent statistics, stay frozen: the world model's transformer keeps
+    # predicting the latents it was trained on, and only how they are drawn improves.
+    model = AstraWorldModel.from_pretrained(cfg.init_from).to(device)
+    model.requires_grad_(False)
+    vae = model.vae
+    for part in (vae.post_quant_conv, vae.decoder):
+        part.requires_grad_(True)
+    vae.train()
+    decoder = wrap(_Decoder(vae))
+
+    def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        clip = random_frame_clips(train_eps, cfg.batch_size, cfg.vae_clip_frames, rng).to(device)
+        with torch.no_grad():
+            latents = vae.encode(clip).latent_dist.mode()
+        rec = _reconstruction_loss(decoder(latents), clip)
+        return {"total": rec, "recon": rec}
+
+    return Stage(
+        model,
+        decoder,
+        loss,
+        lambda: reconstruction_psnr(vae, val_eps, cfg.vae_clip_frames),
+        lambda path: model.save_pretrained(path),
+    )
+
+
+class _Decoder(torch.nn.Module):
+    # DDP wraps a module whose forward is the trained computation.
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents).sample
+
+
+def _reconstruction_loss(recon: torch.Tensor, clip: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.l1_loss(recon, clip) + torch.nn.functional.mse_loss(recon, clip)
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae: AutoencoderKLWan, episodes: list[VideoEpisode], frames: int) -> dict[str, float]:
+    """PSNR (dB) of the VAE's reconstruction of 8 fixed random `frames`-frame clips of `episodes`."""
+    clip = random_frame_clips(episodes, 8, frames, np.random.default_rng(1234)).to(vae.device)
+    recon = vae.decode(vae.encode(clip).latent_dist.mode()).sample
+    mse = torch.nn.functional.mse_loss((recon + 1) / 2, (clip + 1) / 2).item()
+    return {"psnr": 10 * math.log10(1.0 / max(mse, 1e-12))}
 
 
 @torch.no_grad()
@@ -314,7 +358,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(cfg.seed + rank)
     out = Path(cfg.out_dir)
     train_eps, val_eps = _load_episodes(cfg)
-    build = vae_stage if cfg.stage == "vae" else world_model_stage
+    build = {"vae": vae_stage, "decoder": decoder_stage}.get(cfg.stage, world_model_stage)
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
         if world == 1:
@@ -383,7 +427,7 @@ def _load_episodes(cfg: TrainConfig) -> tuple[list[VideoEpisode], list[VideoEpis
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Train a stage of Astra (vae, backbone, astra).")
+    parser = argparse.ArgumentParser(description=f"Train a stage of Astra ({', '.join(STAGES)}).")
     parser.add_argument("config", help="stage config YAML (see config/train_*.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override top-level fields")

@@ -258,3 +258,19 @@ def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_p
     # lr 0: the fine-tune starts from (and keeps) the first run's weights, not a fresh initialisation.
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
+
+
+def test_decoder_stage_tunes_only_the_vae_decoder_of_a_world_model_and_resumes(recorded, backbone_dir, tmp_path):
+    cfg = _config(recorded, tmp_path, "decoder", init_from=str(backbone_dir), vae_clip_frames=9, lr=1e-2)
+    train(cfg)
+    cfg.steps = 3
+    final = train(cfg, resume=True)
+    before, after = AstraWorldModel.from_pretrained(backbone_dir), AstraWorldModel.from_pretrained(final)
+    decoder = {n for n in before.state_dict() if n.startswith(("vae.decoder.", "vae.post_quant_conv."))}
+    saved = load_file(str(tmp_path / "decoder/checkpoints/step_0000003/trainable.safetensors"))
+    assert set(saved) == decoder
+    ref = before.state_dict()
+    for name, value in after.state_dict().items():
+        # The encoder (so every latent) and the transformer are bit-exact; the decoder learned.
+        assert torch.equal(value, ref[name]) == (name not in decoder), name
+    assert after.config == before.config  # latent statistics included
