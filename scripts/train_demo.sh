@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train the shipped demo world model from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the three
-# training stages, the VAE in two runs; steps come from config/train_*.yaml.
+# training stages, the VAE in two runs, and last the VAE decoder of the trained model tuned on long
+# streams (encoder frozen); steps come from config/train_*.yaml.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,4 +25,6 @@ $PY -m astra_model.train config/train_backbone.yaml --resume \
   --set out_dir=$RUN/backbone init_from=$RUN/vae_long/final steps=$(steps config/train_backbone.yaml)
 $PY -m astra_model.train config/train_astra.yaml --resume \
   --set out_dir=$RUN/astra init_from=$RUN/backbone/final steps=$(steps config/train_astra.yaml)
-echo "trained: $RUN/astra/final"
+$PY -m astra_model.train config/train_decoder.yaml --resume \
+  --set out_dir=$RUN/decoder init_from=$RUN/astra/final steps=$(steps config/train_decoder.yaml)
+echo "trained: $RUN/decoder/final"
