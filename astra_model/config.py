@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .vae import frames_per_latent
+
 Routing = Literal["learned", "modality"]
 AttentionMode = Literal["full", "block_causal"]
 ActionGrouping = Literal["stack", "mean"]
@@ -199,7 +201,7 @@ class AstraConfig:
     @property
     def temporal_ratio(self) -> int:
         """Video frames per latent frame (after the first): 2 ** (number of temporal downsamples)."""
-        return 2 ** sum(bool(d) for d in self.vae.get("temperal_downsample", [False, True, True]))
+        return frames_per_latent(self.vae.get("temperal_downsample", [False, True, True]))
 
     @property
     def spatial_ratio(self) -> int:

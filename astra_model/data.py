@@ -177,8 +177,11 @@ def action_stats(episodes: list[VideoEpisode], config: AstraConfig) -> dict[str,
     command produced (row 0 of an episode produced none); an element that never changes gets std 1."""
     stats = {}
     for name in sorted({m for ep in episodes for m in ep.actions}):
-        read = [as_model_reads({name: torch.from_numpy(ep.actions[name][None]).float()}, config)[name][0, 1:]
-                for ep in episodes if name in ep.actions]
+        read = [
+            as_model_reads({name: torch.from_numpy(ep.actions[name][None]).float()}, config)[name][0, 1:]
+            for ep in episodes
+            if name in ep.actions
+        ]
         values = torch.cat(read).double()
         std = values.std(dim=0)
         std = torch.where(std > 1e-6, std, torch.ones_like(std))

@@ -47,8 +47,7 @@ class MixtureOfActionExperts(nn.Module):
         self.router = nn.Linear(cfg.unified_dim, cfg.num_experts) if cfg.routing == "learned" else None
         width = config.dim * (len(SPATIAL_BASIS) if cfg.spatial else 1)
         self.experts = nn.ModuleList(
-            nn.ModuleList(nn.Linear(cfg.unified_dim, width) for _ in range(cfg.num_experts))
-            for _ in range(num_blocks)
+            nn.ModuleList(nn.Linear(cfg.unified_dim, width) for _ in range(cfg.num_experts)) for _ in range(num_blocks)
         )
         # (row shift, column shift, log-zoom) per latent frame; see `motion_offsets`.
         self.motion = nn.Linear(cfg.unified_dim, 3) if cfg.motion else None

@@ -102,8 +102,8 @@ class RolloutSession:
         commands: Mapping[str, np.ndarray] | None = None,
     ) -> RolloutSession:
         given = _as_frames(first_frames, model.config.spatial_ratio)
-        # The VAE encodes 1 + 4k frames; keep the most recent frames that fit that pattern.
-        frames = given[(len(given) - 1) % 4 :]
+        # The VAE encodes 1 + rk frames; keep the most recent frames that fit that pattern.
+        frames = given[(len(given) - 1) % model.config.temporal_ratio :]
         vae = VAEStream(model.vae)
         video = frames_to_video(torch.from_numpy(frames)[None]).to(model.device)
         latents = vae.encode(video)

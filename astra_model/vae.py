@@ -8,8 +8,15 @@ decoding of the whole latent video.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from diffusers import AutoencoderKLWan
+
+
+def frames_per_latent(temperal_downsample: Sequence[bool]) -> int:
+    """Video frames per latent frame after the first: 2 ** (number of temporal downsamples)."""
+    return 2 ** sum(bool(d) for d in temperal_downsample)
 
 
 def _clone_cache(cache: list | None, repeat: int = 1) -> list | None:
@@ -28,6 +35,7 @@ class VAEStream:
         self.vae = vae
         self.enc_cache: list | None = None
         self.dec_cache: list | None = None
+        self.ratio = frames_per_latent(vae.config.temperal_downsample)
         z = vae.config.z_dim
         self._mean = torch.tensor(vae.config.latents_mean).view(1, z, 1, 1, 1)
         self._std = torch.tensor(vae.config.latents_std).view(1, z, 1, 1, 1)
@@ -37,22 +45,25 @@ class VAEStream:
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """`[B, 3, T, H, W]` in [-1, 1] -> normalised latents `[B, z, T', H/8, W/8]`.
+        """`[B, 3, T, H, W]` in [-1, 1] -> normalised latents `[B, z, T', H/s, W/s]`.
 
-        The first call of a stream takes `1 + 4k` frames (the first frame is encoded alone); later
-        calls continue the video and take `4k` frames.
+        With `r = self.ratio` video frames per latent frame, the first call of a stream takes `1 + rk`
+        frames (the first frame is encoded alone); later calls continue the video and take `rk` frames.
         """
-        ratio = 4
+        r = self.ratio
         first = self.enc_cache is None
+        t = video.shape[2]
+        if (first and (t - 1) % r) or (not first and t % r):
+            need = f"1 + {r}k frames on the first call" if first else f"{r}k frames after the first call"
+            raise ValueError(f"VAEStream.encode: got {t} frames, needs {need}")
         if first:
             self.enc_cache = self._new_cache("encoder")
-        t = video.shape[2]
-        if (first and (t - 1) % ratio) or (not first and t % ratio):
-            need = "1 + 4k frames on the first call" if first else "4k frames after the first call"
-            raise ValueError(f"VAEStream.encode: got {t} frames, needs {need}")
         pieces = [video[:, :, :1]] if first else []
         start = 1 if first else 0
-        pieces += [video[:, :, i : i + ratio] for i in range(start, t, ratio)]
+        # diffusers' one-shot encode feeds the encoder 4 frames at a time; cutting where it cuts keeps a
+        # stream bit-exact with it.
+        step = max(r, 4)
+        pieces += [video[:, :, i : i + step] for i in range(start, t, step)]
         outs = [self.vae.encoder(p.to(self.vae.dtype), feat_cache=self.enc_cache, feat_idx=[0]) for p in pieces]
         moments = self.vae.quant_conv(torch.cat(outs, dim=2))
         mu = moments[:, : self.vae.config.z_dim]
@@ -62,7 +73,7 @@ class VAEStream:
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents `[B, z, F, h, w]` -> video `[B, 3, T, H, W]` in [-1, 1].
 
-        The stream's first latent frame decodes to 1 video frame, every later one to 4.
+        The stream's first latent frame decodes to 1 video frame, every later one to `self.ratio`.
         """
         z = latents.to(self.vae.dtype) * self._std.to(latents.device, self.vae.dtype) + self._mean.to(
             latents.device, self.vae.dtype

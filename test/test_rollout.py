@@ -163,28 +163,63 @@ def test_full_attention_refuses_a_kv_cache():
         )
 
 
-def test_streaming_decode_matches_one_shot_decode():
+TEMPORAL = pytest.mark.parametrize(
+    "temperal_downsample, ratio", [([False, True, True], 4), ([False, False, True], 2), ([False, False, False], 1)]
+)
+
+
+def _vae(temperal_downsample: list[bool]) -> AutoencoderKLWan:
     torch.manual_seed(0)
-    vae = AutoencoderKLWan(**tiny_config().vae).eval()
+    return AutoencoderKLWan(**{**tiny_config().vae, "temperal_downsample": temperal_downsample}).eval()
+
+
+@TEMPORAL
+def test_streaming_decode_matches_one_shot_decode(temperal_downsample, ratio):
+    vae = _vae(temperal_downsample)
     latents = torch.randn(1, 16, 7, 4, 4)
     with torch.no_grad():
         one_shot = vae.decode(latents).sample
         stream = VAEStream(vae)
         pieces = [stream.decode(latents[:, :, a:b]) for a, b in ((0, 1), (1, 3), (3, 4), (4, 7))]
     streamed = torch.cat(pieces, dim=2)
-    assert streamed.shape == one_shot.shape == (1, 3, 25, 32, 32)
+    assert stream.ratio == ratio
+    assert streamed.shape == one_shot.shape == (1, 3, 1 + 6 * ratio, 32, 32)
     assert torch.equal(streamed, one_shot)
 
 
-def test_streaming_encode_matches_one_shot_encode():
-    torch.manual_seed(0)
-    vae = AutoencoderKLWan(**tiny_config().vae).eval()
+@TEMPORAL
+def test_streaming_encode_matches_one_shot_encode(temperal_downsample, ratio):
+    vae = _vae(temperal_downsample)
     video = torch.rand(1, 3, 13, 32, 32) * 2 - 1
     with torch.no_grad():
         one_shot = vae.encode(video).latent_dist.mode()
         stream = VAEStream(vae)
         streamed = torch.cat([stream.encode(video[:, :, :5]), stream.encode(video[:, :, 5:])], dim=2)
+    assert one_shot.shape[2] == 1 + 12 // ratio
     assert torch.equal(streamed, one_shot)
+
+
+def test_streaming_encode_refuses_frame_counts_off_the_latent_grid():
+    stream = VAEStream(_vae([False, False, True]))  # 2 video frames per latent frame
+    with pytest.raises(ValueError, match=r"got 4 frames, needs 1 \+ 2k frames on the first call"):
+        stream.encode(torch.zeros(1, 3, 4, 32, 32))
+    assert stream.enc_cache is None  # the refused call started nothing
+    stream.encode(torch.zeros(1, 3, 3, 32, 32))
+    with pytest.raises(ValueError, match="got 3 frames, needs 2k frames after the first call"):
+        stream.encode(torch.zeros(1, 3, 3, 32, 32))
+
+
+def test_a_model_whose_vae_keeps_every_frame_rolls_out_chunks_of_that_many_frames():
+    config = tiny_config()
+    config = config.replace(vae={**config.vae, "temperal_downsample": [False, False, False]})
+    assert config.frames_per_chunk == config.chunk_latent_frames
+    frames = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    session = AstraWorldModel(config).eval().start(frames, seed=0)
+    assert session.history_length == 6  # one latent frame per seed frame, none dropped
+    actions = {name: np.zeros((config.frames_per_chunk, dim), np.float32) for name, dim in config.modalities.items()}
+    chunk = session.step(actions, steps=1)
+    assert chunk.shape == (config.frames_per_chunk, 32, 32, 3) and chunk.dtype == np.uint8
+    assert session.history_length == 6 + config.chunk_latent_frames
 
 
 def test_bad_actions_are_refused_with_reasons(seed_frames):
