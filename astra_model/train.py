@@ -80,6 +80,8 @@ class TrainConfig:
     parting_prob: float = 0.0
     # Weight of the family term on those batches (see training.py; 0 is the paper's plain flow matching).
     family_weight: float = 0.0
+    # Stage 3: weight of the error where the latents change (see training.py; 0 is the paper's plain loss).
+    motion_weight: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -276,6 +278,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             action_dropout=not evaluating,
             forward=net,
             family_weight=cfg.family_weight if batch.family and not evaluating else 0.0,
+            motion_weight=0.0 if evaluating else cfg.motion_weight,
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:

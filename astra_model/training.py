@@ -13,6 +13,11 @@
   `family_weight` x their variance across the batch is added. The flow loss already contains that
   variance once (mean of squares = variance + square of the mean); the weight raises its share against
   the error the clips have in common, which at small budgets drowns the commands' signal.
+- Motion weighting (ours, not the paper's; off by default): each latent position's squared error is
+  weighted by `1 + motion_weight * c / mean(c)`, normalised to mean 1 per sample, where `c` is how
+  much the clean latent changed since the frame before (the history's latest frame for the chunk's
+  first). A small mover in a still scene (the arm world) owns a few tokens of a plain mean and with
+  it almost none of the loss, although it is all the commands decide.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ def noise_augment_history(
 @dataclass
 class LossTerms:
     total: torch.Tensor
-    flow: torch.Tensor
+    flow: torch.Tensor  # plain mean squared error of the velocity (unweighted, so runs compare)
     load_balance: torch.Tensor
     family: torch.Tensor  # variance of the residuals across a family batch (0 otherwise)
 
@@ -70,6 +75,7 @@ def flow_matching_loss(
     action_dropout: bool = True,
     forward: torch.nn.Module | None = None,
     family_weight: float = 0.0,
+    motion_weight: float = 0.0,
 ) -> LossTerms:
     """Astra's training loss on a batch of chunks.
 
@@ -79,6 +85,7 @@ def flow_matching_loss(
         actions: modality -> `[B, F * temporal_ratio, D]` per-video-frame actions.
         forward: the module to call, when `model` is wrapped (e.g. DistributedDataParallel).
         family_weight: > 0 only for a batch whose samples share one history (see the module docstring).
+        motion_weight: > 0 weights the error where the clean latents change (see the module docstring).
     """
     cfg = model.config
     b = target_latents.shape[0]
@@ -88,6 +95,7 @@ def flow_matching_loss(
     noise = torch.randn((n, *target_latents.shape[1:]), generator=generator).to(target_latents)
     s = sigma.view(b, 1, 1, 1, 1)
     noisy = (1 - s) * target_latents + s * noise
+    weights = motion_weights(target_latents, history, motion_weight) if motion_weight > 0 else None
     if history is not None and noise_augmentation:
         history = noise_augment_history(history, cfg.noise_aug, cfg.history, generator, shared=family)
     mask = None
@@ -96,9 +104,21 @@ def flow_matching_loss(
     out = (forward or model)(noisy, sigma * 1000, actions, history, action_mask=mask)
     residual = out.velocity.float() - (noise - target_latents).float()
     flow = residual.square().mean()
+    weighted = flow if weights is None else (weights * residual.square()).mean()
     spread = _family_spread(residual, mask) if family else flow.new_zeros(())
-    total = flow + cfg.moae.load_balance_weight * out.load_balance_loss + family_weight * spread
+    total = weighted + cfg.moae.load_balance_weight * out.load_balance_loss + family_weight * spread
     return LossTerms(total, flow, out.load_balance_loss, spread)
+
+
+def motion_weights(target_latents: torch.Tensor, history: History | None, strength: float) -> torch.Tensor:
+    """`[B, 1, F, h, w]` loss weights, mean 1 per sample, rising with each latent position's change since the
+    frame before (`history` must be clean: the weights follow the world, not the augmentation)."""
+    target = target_latents.float()
+    before = target[:, :, :1] if history is None else history.latents[:, :, -1:].to(target)
+    change = (target - torch.cat([before, target[:, :, :-1]], dim=2)).square().mean(dim=1, keepdim=True)
+    relative = change / change.mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-12)
+    # Dividing by the mean weight (1 + strength, or 1 where nothing moved) keeps each sample's loss scale.
+    return (1 + strength * relative) / (1 + strength * relative.mean(dim=(1, 2, 3, 4), keepdim=True))
 
 
 def _family_spread(residual: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from astra_model.history import slot_layout
 from astra_model.moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
 from astra_model.rope import grid_positions, moved, rotary_embedding
 from astra_model.sampler import sample_chunk
-from astra_model.training import flow_matching_loss, noise_augment_history
+from astra_model.training import flow_matching_loss, motion_weights, noise_augment_history
 
 
 def test_config_json_round_trip_and_validation():
@@ -229,6 +229,34 @@ def test_family_term_is_the_spread_of_residuals_that_only_commands_explain():
     assert apart.family > 0
     assert torch.allclose(apart.total, apart.flow + lb * apart.load_balance + 2.0 * apart.family)
     assert terms(same, 0.0).family == 0  # off: plain flow matching
+
+
+def test_motion_weights_favour_what_changed_and_average_one():
+    history = History.from_latents(torch.zeros(2, 16, 3, 4, 4))
+    target = torch.zeros(2, 16, 2, 4, 4)
+    target[0, :, :, 1, 2] = 1.0  # one position changes at the chunk's first frame, then holds
+    weights = motion_weights(target, history, strength=3.0)
+    assert weights.shape == (2, 1, 2, 4, 4)
+    assert torch.allclose(weights.mean(dim=(1, 2, 3, 4)), torch.ones(2))
+    # change c = 1 at one of 32 positions, so mean(c) = 1/32: (1 + 3 * 32) / 4 there, 1/4 elsewhere.
+    assert weights[0, 0, 0, 1, 2] == pytest.approx(97 / 4) and weights[0, 0, 1, 1, 2] == pytest.approx(1 / 4)
+    assert torch.equal(weights[1], torch.ones_like(weights[1]))  # nothing changed: uniform weights
+
+
+def test_motion_weighted_loss_keeps_the_plain_flow_and_is_off_by_default():
+    model = AstraWorldModel(tiny_config())
+    history = History.from_latents(torch.randn(2, 16, 3, 8, 8))
+    target, actions = torch.randn(2, 16, 2, 8, 8), {"twist": torch.randn(2, 8, 6)}
+
+    def terms(weight):
+        gen = torch.Generator().manual_seed(0)
+        return flow_matching_loss(model, target, history, actions, gen, motion_weight=weight)
+
+    plain, weighted = terms(0.0), terms(4.0)
+    lb = model.config.moae.load_balance_weight
+    assert torch.equal(plain.flow, weighted.flow)  # the logged flow stays comparable across runs
+    assert torch.allclose(plain.total, plain.flow + lb * plain.load_balance)
+    assert not torch.allclose(weighted.total, plain.total)
 
 
 def test_training_loss_trains_only_astra_parts():
