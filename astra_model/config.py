@@ -172,6 +172,11 @@ class AstraConfig:
             orders of magnitude (a camera turns by ~0.01 of a quaternion per frame, a robot by ~1
             rad/s), and an encoder would need many steps to scale the small ones up. Stage 3 fills
             them in from its training data; empty means no standardisation.
+        fixed_camera: modalities whose worlds a fixed camera sees (e.g. an arm's joints). A rollout
+            chunk commanded only by these draws its still pixels from the last true frame
+            (`astra_model.anchoring`); the model's latents are unchanged.
+        anchor_tolerance: how far (grey levels of 255) a decoded pixel may move from the last true
+            frame's reconstruction before that frame's detail fades out of it.
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -189,6 +194,8 @@ class AstraConfig:
     action_labels: dict[str, list[str]] = field(default_factory=dict)
     relative_poses: list[str] = field(default_factory=list)
     action_stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    fixed_camera: list[str] = field(default_factory=list)
+    anchor_tolerance: float = 24.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -223,6 +230,12 @@ class AstraConfig:
         return grouped + 1
 
     def expert_of(self, modality: str) -> int:
+        unknown = set(self.fixed_camera) - set(self.modalities)
+        if unknown or self.anchor_tolerance <= 0:
+            raise ValueError(
+                f"AstraConfig: fixed_camera must name modalities (unknown: {sorted(unknown)}) "
+                f"and anchor_tolerance must be > 0 (got {self.anchor_tolerance})"
+            )
         if self.moae.modality_experts is not None:
             return self.moae.modality_experts[modality]
         return list(self.modalities).index(modality) % self.moae.num_experts
@@ -283,6 +296,12 @@ class AstraConfig:
         for name in self.relative_poses:
             if self.modalities.get(name) != 7:
                 raise ValueError(f"AstraConfig: relative_poses names {name!r}, which is not a 7-D pose modality")
+        unknown = set(self.fixed_camera) - set(self.modalities)
+        if unknown or self.anchor_tolerance <= 0:
+            raise ValueError(
+                f"AstraConfig: fixed_camera must name modalities (unknown: {sorted(unknown)}) "
+                f"and anchor_tolerance must be > 0 (got {self.anchor_tolerance})"
+            )
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)
             if missing:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .actions import as_model_reads, group_per_latent_frame, latent_frame_commands, validate_actions
+from .anchoring import Anchor
 from .history import History
 from .model import AstraWorldModel, KVCache
 from .sampler import sample_chunk, uses_guidance
@@ -26,6 +27,7 @@ class SessionState:
     """Everything a session needs to continue: restore it to branch again from this point.
 
     Attributes:
+        anchor: the last true frame and its reconstruction, for `config.fixed_camera` chunks.
         last_poses: per `config.relative_poses` modality, the absolute pose `[B, 7]` of the latest frame's
             command, which the next chunk's first pose is read relative to (absent while unknown).
     """
@@ -34,6 +36,7 @@ class SessionState:
     vae: VAEStream
     rng_state: torch.Tensor
     step_count: int
+    anchor: Anchor
     last_poses: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def copy(self, repeat: int = 1) -> SessionState:
@@ -43,6 +46,7 @@ class SessionState:
             self.vae.copy(repeat=repeat),
             self.rng_state.clone(),
             self.step_count,
+            self.anchor.repeat(repeat),
             {k: v.repeat_interleave(repeat, dim=0) for k, v in self.last_poses.items()},
         )
 
@@ -107,14 +111,15 @@ class RolloutSession:
         vae = VAEStream(model.vae)
         video = frames_to_video(torch.from_numpy(frames)[None]).to(model.device)
         latents = vae.encode(video)
-        vae.decode(latents)  # warm the decoder's causal cache so later chunks decode in context
+        # Decoding also warms the decoder's causal cache, so later chunks decode in context.
+        anchor = Anchor(video[:, :, -1:], vae.decode(latents)[:, :, -1:])
         raw = _seed_commands(commands, len(given), model)
         past = as_model_reads({k: v[:, len(given) - len(frames) :] for k, v in raw.items()}, model.config)
         past = {k: latent_frame_commands(v[0], model.config)[None] for k, v in past.items()}
         history = History(latents, torch.arange(latents.shape[2]), past).trimmed(model.config.history)
         rng = torch.Generator().manual_seed(int(seed))
         last_poses = {k: raw[k][:, -1] for k in model.config.relative_poses if k in raw}
-        return cls(model, SessionState(history, vae, rng.get_state(), 0, last_poses), 1)
+        return cls(model, SessionState(history, vae, rng.get_state(), 0, anchor, last_poses), 1)
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -203,6 +208,8 @@ class RolloutSession:
 
         latents = sample_chunk(velocity, noise, steps or cfg.sampler.steps, cfg.sampler.shift, scale, bool(acts))
         video = self.state.vae.decode(latents)
+        if commanded and set(commanded) <= set(cfg.fixed_camera):
+            video = self.state.anchor.apply(video, cfg.anchor_tolerance)
         grouped = {k: group_per_latent_frame(v, cfg) for k, v in acts.items()}
         self.state.history = history.append(latents, cfg.history, grouped)
         # A chunk without a pose modality leaves where its camera went unknown.

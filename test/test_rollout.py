@@ -9,14 +9,15 @@ from conftest import randomise_action_path, tiny_config
 from diffusers import AutoencoderKLWan
 
 from astra_model import AstraWorldModel, History
+from astra_model.anchoring import Anchor
 from astra_model.vae import VAEStream
 
 ACT = {"twist": np.linspace(-1, 1, 8 * 6, dtype=np.float32).reshape(8, 6)}
 
 
-def _model(attention: str = "full") -> AstraWorldModel:
+def _model(attention: str = "full", **overrides) -> AstraWorldModel:
     torch.manual_seed(0)
-    model = AstraWorldModel(tiny_config(attention=attention)).eval()
+    model = AstraWorldModel(tiny_config(attention=attention, **overrides)).eval()
     randomise_action_path(model)
     return model
 
@@ -46,8 +47,9 @@ def test_snapshot_restore_replays_exactly(seed_frames):
     assert np.array_equal(session.step(ACT), first)
 
 
-def test_fork_gives_counterfactual_batch_from_one_state(seed_frames):
-    session = _model().start(seed_frames, seed=1)
+@pytest.mark.parametrize("fixed_camera", [[], ["twist"]])
+def test_fork_gives_counterfactual_batch_from_one_state(seed_frames, fixed_camera):
+    session = _model(fixed_camera=fixed_camera).start(seed_frames, seed=1)
     session.step(ACT)
     snap = session.snapshot()
     reference = session.step(ACT)
@@ -63,6 +65,37 @@ def test_fork_gives_counterfactual_batch_from_one_state(seed_frames):
     assert np.abs(out[1].astype(int) - out[0]).mean() > 0.05
     # The live session is untouched by its fork.
     assert np.array_equal(session.step(ACT), reference)
+
+
+def test_anchor_shows_the_true_frame_where_the_prediction_matches_its_reconstruction():
+    gen = torch.Generator().manual_seed(0)
+    frame, recon = (torch.rand(1, 3, 1, 4, 4, generator=gen) * 2 - 1 for _ in range(2))
+    anchor = Anchor(frame, recon)
+    video = recon.repeat(1, 1, 3, 1, 1)
+    video[:, :, 1, 0, 0] += 1.0  # one pixel of one frame moved by 127.5 grey levels
+    out = anchor.apply(video, tolerance=8.0)
+    assert out.shape == video.shape
+    still = torch.ones(4, 4, dtype=torch.bool)
+    still[0, 0] = False
+    assert torch.allclose(out[:, :, 0], frame[:, :, 0], atol=1e-6)
+    assert torch.allclose(out[:, :, 1, still], frame[:, :, 0, still], atol=1e-6)
+    assert torch.equal(out[:, :, 1, 0, 0], video[:, :, 1, 0, 0].clamp(-1, 1))  # moved: the prediction
+    assert out.abs().max() <= 1.0
+    assert torch.equal(anchor.repeat(3).frame, frame.repeat(3, 1, 1, 1, 1))
+
+
+def test_fixed_camera_chunks_add_the_seed_frames_detail_and_leave_the_model_state_alone(seed_frames):
+    plain, anchored = _model(), _model(fixed_camera=["twist"], anchor_tolerance=1e9)  # keep everywhere
+    sessions = [m.start(seed_frames, seed=2) for m in (plain, anchored)]
+    frames = [s.step(ACT).astype(int) for s in sessions]
+    assert torch.equal(sessions[0].state.history.latents, sessions[1].state.history.latents)
+    anchor = sessions[1].state.anchor
+    detail = ((anchor.frame - anchor.reconstruction)[0, :, 0] * 127.5).permute(1, 2, 0).numpy()
+    inside = (frames[1] > 0) & (frames[1] < 255)  # not clipped
+    assert np.abs((frames[1] - frames[0] - detail)[inside]).max() <= 1.01  # rounding of both
+    assert np.abs(detail).mean() > 1  # the tiny VAE's reconstruction differs from the seed frame
+    # Action-free chunks may come from any world, so they are never anchored.
+    assert np.array_equal(*(s.step(None) for s in sessions))
 
 
 def test_memory_is_bounded_over_long_rollouts(seed_frames):
