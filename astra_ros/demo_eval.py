@@ -8,7 +8,8 @@ For each domain, on seeds never used in training:
   of every frame at a horizon (`10 log10(255^2 / mean MSE)`); `frame_psnr` is the mean of per-frame
   PSNRs, which a single frame the world left unchanged (copy-last: MSE 0, capped at 100 dB) dominates.
   The `vae` row scores the model's VAE reconstructing the true frames (seed and future encoded and
-  decoded as one stream): no prediction decoded by that VAE can expect to do better.
+  decoded as one stream, anchored like the rollout in `fixed_camera` worlds): no prediction decoded
+  by that VAE can expect to do better.
 - **Action following**: from one true state, roll two different command sequences in both the
   simulator and the model (a fork of one session, sharing noise). The pair is followed when each
   prediction is closer (MSE) to its own true rollout than to the other one. `action_pairs.png` shows
@@ -30,6 +31,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from astra_model import AstraWorldModel
+from astra_model.anchoring import Anchor
 from astra_model.vae import VAEStream, frames_to_video, video_to_frames
 
 from .envs import DOMAINS, make_env
@@ -77,12 +79,20 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def reconstruction(model: AstraWorldModel, context: np.ndarray, truth: np.ndarray) -> np.ndarray:
+def reconstruction(
+    model: AstraWorldModel, context: np.ndarray, truth: np.ndarray, modality: str | None = None
+) -> np.ndarray:
     """The model VAE's reconstruction `[T, H, W, 3]` of `truth`, encoded and decoded in one stream after
-    `context` as a rollout's frames are."""
+    `context` as a rollout's frames are, and shown as a rollout commanded by `modality` shows them
+    (anchored to the last context frame for `config.fixed_camera` modalities)."""
     stream = VAEStream(model.vae)
     video = frames_to_video(torch.from_numpy(np.concatenate([context, truth]))[None]).to(model.device)
-    return video_to_frames(stream.decode(stream.encode(video)))[0, len(context) :].cpu().numpy()
+    recon = stream.decode(stream.encode(video))
+    last, future = len(context) - 1, recon[:, :, len(context) :]
+    if modality in model.config.fixed_camera:
+        anchor = Anchor(video[:, :, last : last + 1], recon[:, :, last : last + 1])
+        future = anchor.apply(future, model.config.anchor_tolerance)
+    return video_to_frames(future)[0].cpu().numpy()
 
 
 def horizon_scores(
@@ -98,7 +108,7 @@ def horizon_scores(
     plan = [{env.modality: actions[c * n : (c + 1) * n]} for c in range(chunks)]
     pred = np.concatenate([session.step(chunk, **sampling.step_options()) for chunk in plan])
     copy = np.repeat(context[-1:], len(truth), axis=0)
-    rows = {"model": pred, "copy": copy, "vae": reconstruction(model, context, truth)}
+    rows = {"model": pred, "copy": copy, "vae": reconstruction(model, context, truth, env.modality)}
     out: dict[str, list[float]] = {f"{m}_{k}": [] for m in rows for k in ("mse", "frame_psnr", "ssim")}
     for c in range(chunks):
         span = slice(c * n, (c + 1) * n)
