@@ -230,12 +230,6 @@ class AstraConfig:
         return grouped + 1
 
     def expert_of(self, modality: str) -> int:
-        unknown = set(self.fixed_camera) - set(self.modalities)
-        if unknown or self.anchor_tolerance <= 0:
-            raise ValueError(
-                f"AstraConfig: fixed_camera must name modalities (unknown: {sorted(unknown)}) "
-                f"and anchor_tolerance must be > 0 (got {self.anchor_tolerance})"
-            )
         if self.moae.modality_experts is not None:
             return self.moae.modality_experts[modality]
         return list(self.modalities).index(modality) % self.moae.num_experts

@@ -103,8 +103,9 @@ def flow_matching_loss(
         mask = (torch.rand(b, generator=generator) >= cfg.action_dropout).to(target_latents.device)
     out = (forward or model)(noisy, sigma * 1000, actions, history, action_mask=mask)
     residual = out.velocity.float() - (noise - target_latents).float()
-    flow = residual.square().mean()
-    weighted = flow if weights is None else (weights * residual.square()).mean()
+    squared = residual.square()
+    flow = squared.mean()
+    weighted = flow if weights is None else (weights * squared).mean()
     spread = _family_spread(residual, mask) if family else flow.new_zeros(())
     total = weighted + cfg.moae.load_balance_weight * out.load_balance_loss + family_weight * spread
     return LossTerms(total, flow, out.load_balance_loss, spread)

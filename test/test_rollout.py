@@ -98,6 +98,13 @@ def test_fixed_camera_chunks_add_the_seed_frames_detail_and_leave_the_model_stat
     assert np.array_equal(*(s.step(None) for s in sessions))
 
 
+def test_config_refuses_anchoring_unknown_modalities_or_a_tolerance_of_zero():
+    with pytest.raises(ValueError, match=r"fixed_camera must name modalities \(unknown: \['gripper'\]\)"):
+        tiny_config(fixed_camera=["gripper"])
+    with pytest.raises(ValueError, match=r"anchor_tolerance must be > 0 \(got 0.0\)"):
+        tiny_config(fixed_camera=["twist"], anchor_tolerance=0.0)
+
+
 def test_memory_is_bounded_over_long_rollouts(seed_frames):
     model = _model()
     session = model.start(seed_frames, seed=0)
