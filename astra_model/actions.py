@@ -54,15 +54,28 @@ def as_model_reads(
     actions: Mapping[str, torch.Tensor], config: AstraConfig, previous: Mapping[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
     """Commands `[B, N, D]` as the model reads them: `config.relative_poses` modalities become each
-    frame's pose relative to the one before (`previous[name]` `[B, 7]` before the first, if known);
-    the rest are unchanged."""
+    frame's pose relative to the one before, `config.relative_commands` modalities each frame's change
+    since the command before (`previous[name]` `[B, D]` before the first, if known; else the first reads
+    as no change); the rest are unchanged."""
     out = dict(actions)
+    before = previous or {}
     for name in config.relative_poses:
         if name in out:
-            before = (previous or {}).get(name)
+            last = before.get(name)
             try:
-                rel = relative_to_previous(out[name].cpu().numpy(), None if before is None else before.cpu().numpy())
+                rel = relative_to_previous(out[name].cpu().numpy(), None if last is None else last.cpu().numpy())
             except ValueError as err:
                 raise ValueError(f"actions[{name!r}]: {err}") from err
             out[name] = torch.from_numpy(rel).to(out[name])
+    for name in config.relative_commands:
+        if name in out:
+            value = out[name]
+            first = before[name].to(value)[:, None] if name in before else value[:, :1]
+            out[name] = value - torch.cat([first, value[:, :-1]], dim=1)
     return out
+
+
+def last_commands(commands: Mapping[str, torch.Tensor], config: AstraConfig) -> dict[str, torch.Tensor]:
+    """The latest `[B, D]` command of each modality the model reads relative to the one before."""
+    relative = set(config.relative_poses) | set(config.relative_commands)
+    return {k: v[:, -1] for k, v in commands.items() if k in relative}

@@ -167,6 +167,11 @@ class AstraConfig:
             model reads as each frame's pose relative to the frame before (the paper's relative camera
             poses). Rollout sessions and training clips convert them (`astra_model.poses`); the
             forward pass takes the relative poses.
+        relative_commands: modalities commanded as absolute vectors (e.g. joint position targets) that
+            the model reads as each frame's change since the command before, as it reads poses under
+            `relative_poses`: a fixed camera sees a small mover, and where it goes next is how its
+            command changes, not the command itself. A session's first change is taken against the
+            command before it when known, else it is zero.
         action_stats: per modality, `{"mean": [...], "std": [...]}` of each element of the actions
             as the model reads them; MoAE standardises its inputs with them. Physical units differ by
             orders of magnitude (a camera turns by ~0.01 of a quaternion per frame, a robot by ~1
@@ -193,6 +198,7 @@ class AstraConfig:
     text_len: int = 1
     action_labels: dict[str, list[str]] = field(default_factory=dict)
     relative_poses: list[str] = field(default_factory=list)
+    relative_commands: list[str] = field(default_factory=list)
     action_stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     fixed_camera: list[str] = field(default_factory=list)
     anchor_tolerance: float = 24.0
@@ -290,6 +296,11 @@ class AstraConfig:
         for name in self.relative_poses:
             if self.modalities.get(name) != 7:
                 raise ValueError(f"AstraConfig: relative_poses names {name!r}, which is not a 7-D pose modality")
+        for name in self.relative_commands:
+            if name not in self.modalities or name in self.relative_poses:
+                raise ValueError(
+                    f"AstraConfig: relative_commands names {name!r}, which is not a modality or is in relative_poses"
+                )
         unknown = set(self.fixed_camera) - set(self.modalities)
         if unknown or self.anchor_tolerance <= 0:
             raise ValueError(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .actions import as_model_reads, group_per_latent_frame, latent_frame_commands, validate_actions
+from .actions import as_model_reads, group_per_latent_frame, last_commands, latent_frame_commands, validate_actions
 from .anchoring import Anchor
 from .history import History
 from .model import AstraWorldModel, KVCache
@@ -28,8 +28,9 @@ class SessionState:
 
     Attributes:
         anchor: the last true frame and its reconstruction, for `config.fixed_camera` chunks.
-        last_poses: per `config.relative_poses` modality, the absolute pose `[B, 7]` of the latest frame's
-            command, which the next chunk's first pose is read relative to (absent while unknown).
+        last_commands: per `config.relative_poses` or `config.relative_commands` modality, the latest
+            frame's command `[B, D]`, which the next chunk's first command is read relative to (absent
+            while unknown).
     """
 
     history: History
@@ -37,7 +38,7 @@ class SessionState:
     rng_state: torch.Tensor
     step_count: int
     anchor: Anchor
-    last_poses: dict[str, torch.Tensor] = field(default_factory=dict)
+    last_commands: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def copy(self, repeat: int = 1) -> SessionState:
         """An independent copy, each branch repeated `repeat` times: stepping from one never changes the other."""
@@ -47,7 +48,7 @@ class SessionState:
             self.rng_state.clone(),
             self.step_count,
             self.anchor.repeat(repeat),
-            {k: v.repeat_interleave(repeat, dim=0) for k, v in self.last_poses.items()},
+            {k: v.repeat_interleave(repeat, dim=0) for k, v in self.last_commands.items()},
         )
 
 
@@ -118,8 +119,8 @@ class RolloutSession:
         past = {k: latent_frame_commands(v[0], model.config)[None] for k, v in past.items()}
         history = History(latents, torch.arange(latents.shape[2]), past).trimmed(model.config.history)
         rng = torch.Generator().manual_seed(int(seed))
-        last_poses = {k: raw[k][:, -1] for k in model.config.relative_poses if k in raw}
-        return cls(model, SessionState(history, vae, rng.get_state(), 0, anchor, last_poses), 1)
+        last = last_commands(raw, model.config)
+        return cls(model, SessionState(history, vae, rng.get_state(), 0, anchor, last), 1)
 
     # -- state -------------------------------------------------------------------------------------
     @property
@@ -189,7 +190,7 @@ class RolloutSession:
         cfg = self.model.config
         commanded = self._action_tensors(actions)
         validate_actions(commanded, cfg, cfg.chunk_latent_frames)
-        acts = as_model_reads(commanded, cfg, self.state.last_poses)
+        acts = as_model_reads(commanded, cfg, self.state.last_commands)
         scale = cfg.sampler.guidance_scale if guidance_scale is None else float(guidance_scale)
         history = self.state.history
         h, w = history.latents.shape[-2:]
@@ -212,8 +213,8 @@ class RolloutSession:
             video = self.state.anchor.apply(video, cfg.anchor_tolerance)
         grouped = {k: group_per_latent_frame(v, cfg) for k, v in acts.items()}
         self.state.history = history.append(latents, cfg.history, grouped)
-        # A chunk without a pose modality leaves where its camera went unknown.
-        self.state.last_poses = {k: commanded[k][:, -1] for k in cfg.relative_poses if k in commanded}
+        # A chunk without a relative modality leaves its last command unknown.
+        self.state.last_commands = last_commands(commanded, cfg)
         self.state.step_count += 1
         frames = video_to_frames(video).cpu().numpy()
         return frames[0] if self.batch_size == 1 else frames

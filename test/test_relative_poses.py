@@ -104,9 +104,9 @@ def test_session_reads_each_chunk_from_where_the_last_one_left_the_camera(seed_f
     expected = relative_to_previous(poses[1:21], previous=poses[0]).reshape(5, 28)
     np.testing.assert_allclose(stored[1:].numpy(), expected, atol=1e-6)
     session.restore(snap)
-    assert torch.equal(session.state.last_poses["camera_pose"], torch.from_numpy(poses[12:13]))
+    assert torch.equal(session.state.last_commands["camera_pose"], torch.from_numpy(poses[12:13]))
     session.step(None)  # a chunk without poses: where it left the camera is unknown
-    assert "camera_pose" not in session.state.last_poses
+    assert "camera_pose" not in session.state.last_commands
 
 
 def test_training_clips_give_the_model_relative_poses():
@@ -131,7 +131,7 @@ def test_a_session_refuses_a_pose_without_rotation_and_keeps_its_state(seed_fram
     with pytest.raises(ValueError, match=r"actions\['camera_pose'\]: poses has a zero-norm quaternion"):
         session.step({"camera_pose": bad})
     assert session.step_count == 0
-    assert torch.equal(session.state.last_poses["camera_pose"][0], torch.from_numpy(poses[4]))
+    assert torch.equal(session.state.last_commands["camera_pose"][0], torch.from_numpy(poses[4]))
 
 
 def test_config_refuses_relative_poses_for_what_is_not_a_pose():

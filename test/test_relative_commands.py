@@ -1,0 +1,102 @@
+"""Joint targets read as each frame's change since the command before: exact numbers, sessions, clips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import randomise_action_path, tiny_config
+from diffusers import AutoencoderKLWan
+
+from astra_model import AstraWorldModel
+from astra_model.actions import as_model_reads
+from astra_model.data import LatentClips, VideoEpisode
+
+JOINTS = {"joints": 4}
+
+
+def _targets(n: int, seed: int) -> np.ndarray:
+    """`[n, 4]` smooth joint targets (rad)."""
+    return np.cumsum(np.random.default_rng(seed).normal(0, 0.1, (n, 4)), axis=0).astype(np.float32)
+
+
+def _joint_model(relative: bool) -> AstraWorldModel:
+    torch.manual_seed(0)
+    relative_commands = ["joints"] if relative else []
+    config = tiny_config(
+        modalities=JOINTS, action_labels={}, relative_commands=relative_commands, history={"with_actions": True}
+    )
+    model = AstraWorldModel(config).eval()
+    randomise_action_path(model)
+    return model
+
+
+def test_relative_commands_exact_numbers():
+    cfg = tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["joints"])
+    targets = torch.tensor([[[1.0, 2, 3, 4], [1.5, 2, 2, 4], [1.5, 2, 2, 5]]])
+    read = as_model_reads({"joints": targets}, cfg)["joints"]
+    assert read.dtype == torch.float32 and read.shape == (1, 3, 4)
+    assert read.tolist() == [[[0, 0, 0, 0], [0.5, 0, -1, 0], [0, 0, 0, 1]]]  # the first: no change known
+    after = as_model_reads({"joints": targets}, cfg, previous={"joints": torch.tensor([[1.0, 1, 1, 1]])})["joints"]
+    assert after[0, 0].tolist() == [0, 1, 2, 3]
+    assert torch.equal(after[:, 1:], read[:, 1:])
+    plain = tiny_config(modalities=JOINTS, action_labels={})
+    assert torch.equal(as_model_reads({"joints": targets}, plain)["joints"], targets)
+
+
+def test_a_model_reading_relative_commands_cannot_see_the_offset(seed_frames):
+    """Two command streams that differ by a constant offset move the arm alike, read as changes."""
+    targets = _targets(21, seed=0)
+
+    def rollout(model: AstraWorldModel, offset: float) -> np.ndarray:
+        session = model.start(seed_frames, seed=2, commands={"joints": targets[:5] + offset})
+        return np.stack([session.step({"joints": targets[k : k + 8] + offset}) for k in (5, 13)])
+
+    relative = _joint_model(relative=True)
+    # float32 rounding of target + offset - (previous + offset) may flip a pixel by one grey level
+    np.testing.assert_allclose(rollout(relative, 0.0), rollout(relative, 0.7), atol=1)
+    absolute = _joint_model(relative=False)
+    moved = rollout(absolute, 0.0).astype(int) - rollout(absolute, 0.7)
+    assert np.abs(moved).max() > 1
+
+
+def test_session_reads_each_chunk_from_the_last_command(seed_frames):
+    targets = _targets(21, seed=1)
+    session = _joint_model(relative=True).start(seed_frames, commands={"joints": targets[:5]})
+    session.step({"joints": targets[5:13]})
+    branches = session.fork(2)
+    branches.step({"joints": np.stack([targets[13:21], targets[13:21] + 1.0])})
+    stored = branches.state.history.actions["joints"]  # [2, latent frames, 4 * 4]
+    expected = np.diff(targets[:21], axis=0).reshape(5, 16)
+    np.testing.assert_allclose(stored[0, 1:].numpy(), expected, atol=1e-6)
+    jumped = expected[3:].copy()
+    jumped[0, :4] += 1.0  # the second branch's first target jumps by 1 rad from the shared last command
+    np.testing.assert_allclose(stored[1, 4:].numpy(), jumped, atol=1e-6)
+    np.testing.assert_array_equal(branches.state.last_commands["joints"].numpy(), [targets[20], targets[20] + 1.0])
+    branches.step(None)  # a chunk without commands: the last command is unknown
+    assert "joints" not in branches.state.last_commands
+
+
+def test_training_clips_and_stats_read_relative_commands():
+    cfg = tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["joints"])
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**cfg.vae).eval()
+    frames = np.random.default_rng(0).integers(0, 255, (21, 32, 32, 3), dtype=np.uint8)
+    targets = _targets(21, seed=2)
+    clips = LatentClips([VideoEpisode(frames, {"joints": targets}, "ep")], vae, cfg, cache_dir=None)
+    batch = clips.sample(1, "joints", np.random.default_rng(0))
+    first = 1 + 4 * (batch.history.next_index - 1)
+    changes = np.diff(targets, axis=0, prepend=targets[:1])
+    np.testing.assert_allclose(batch.actions["joints"][0].numpy(), changes[first : first + 8], atol=1e-6)
+
+
+def test_config_refuses_relative_commands_it_cannot_read():
+    with pytest.raises(ValueError, match="relative_commands names 'gripper', which is not a modality"):
+        tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["gripper"])
+    with pytest.raises(ValueError, match=r"relative_commands names 'camera_pose', .* or is in relative_poses"):
+        tiny_config(
+            modalities={"camera_pose": 7},
+            action_labels={},
+            relative_poses=["camera_pose"],
+            relative_commands=["camera_pose"],
+        )
