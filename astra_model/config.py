@@ -42,6 +42,9 @@ class MoAEConfig:
             as if it stood where the camera's motion brought its content from. Self-attention can
             copy from a moved position at once, where learning the motion from an added embedding
             alone takes far more data than a CPU run sees.
+        local_motion: a second zero-initialised head gives each generated token its own (row, column)
+            shift from the latest history frame around it, its image coordinates and the actions
+            (ours, `astra_model.local_motion`): a fixed camera's commands move a small mover, not the view.
     """
 
     unified_dim: int = 25
@@ -52,6 +55,7 @@ class MoAEConfig:
     modality_experts: dict[str, int] | None = None
     spatial: bool = False
     motion: bool = False
+    local_motion: bool = False
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import AstraConfig
+from .local_motion import LocalMotion
 
 
 @dataclass
@@ -51,15 +52,23 @@ class MixtureOfActionExperts(nn.Module):
         )
         # (row shift, column shift, log-zoom) per latent frame; see `motion_offsets`.
         self.motion = nn.Linear(cfg.unified_dim, 3) if cfg.motion else None
+        self.local_motion = LocalMotion(config.latent_channels, cfg.unified_dim) if cfg.local_motion else None
         self.reset_experts()
 
     @torch.no_grad()
     def reset_experts(self) -> None:
-        """Zero every expert (and the motion head) so the action path starts as an exact no-op."""
+        """Zero every expert (and the motion heads) so the action path starts as an exact no-op."""
         heads = [expert for block_experts in self.experts for expert in block_experts]
         for head in heads + ([self.motion] if self.motion is not None else []):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        if self.local_motion is not None:
+            self.local_motion.reset()
+
+    @property
+    def moves(self) -> bool:
+        """Whether the actions move the generated tokens' rotary positions (either motion head)."""
+        return self.motion is not None or self.local_motion is not None
 
     def encode(self, grouped: dict[str, torch.Tensor], history_flag: float) -> dict[str, torch.Tensor]:
         """Project each modality's `[B, F, grouped_dim]` actions (standardised with `config.action_stats`,
@@ -111,21 +120,39 @@ class MixtureOfActionExperts(nn.Module):
                 total = term if total is None else total + term
         return total
 
-    def motion_offsets(self, routed: list[Routed], height: int, width: int) -> torch.Tensor:
+    def motion_offsets(
+        self, routed: list[Routed], height: int, width: int, latest: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """`[B, F * height * width, 3]` (frame, row, column) offsets of a chunk's rotary positions.
 
-        Each latent frame's features give a shift and a log-zoom `s`; summed over the chunk so far, they
-        are frame j's motion since the history. A token at (r, c) moves by
+        Global head: each latent frame's features give a shift and a log-zoom `s`; summed over the chunk
+        so far, they are frame j's motion since the history. A token at (r, c) moves by
         `((r - r_mid) (e^s - 1) + shift_r, (c - c_mid) (e^s - 1) + shift_c)`: zoom about the image
-        centre, then shift. Samples whose actions were dropped (zero gates) do not move."""
-        motion = sum(item.gates.sum(dim=-1, keepdim=True) * self.motion(item.features) for item in routed)
+        centre, then shift. The local head adds each token's own shift, read from `latest`
+        `[B, C, 2 height, 2 width]`, the latest history frame's latents (`astra_model.local_motion`).
+        Samples whose actions were dropped (zero gates) do not move."""
+        if self.local_motion is not None and latest is None:
+            raise ValueError("moae.local_motion needs the latest history frame: give the model a history")
+        b, f = routed[0].gates.shape[:2]
+        offsets = routed[0].features.new_zeros(b, f, height * width, 2)
+        for item in routed:
+            kept = item.gates.sum(dim=-1, keepdim=True)
+            if self.motion is not None:
+                offsets = offsets + self._view_motion(kept * self.motion(item.features), height, width)
+            if self.local_motion is not None:
+                offsets = offsets + self.local_motion(latest, item.features, kept)
+        return nn.functional.pad(offsets, (1, 0)).flatten(1, 2)
+
+    @staticmethod
+    def _view_motion(motion: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """`[B, F, height * width, 2]` row/column offsets of the global head's `[B, F, 3]` outputs."""
         shift_r, shift_c, zoom = motion.cumsum(dim=1)[..., None, None].unbind(dim=2)
         rows = torch.arange(height, dtype=motion.dtype, device=motion.device).view(height, 1) - (height - 1) / 2
         cols = torch.arange(width, dtype=motion.dtype, device=motion.device).view(1, width) - (width - 1) / 2
         scale = zoom.exp() - 1
         grid = (*scale.shape[:2], height, width)
         dr, dc = (rows * scale + shift_r).expand(grid), (cols * scale + shift_c).expand(grid)
-        return torch.stack([torch.zeros_like(dr), dr, dc], dim=-1).flatten(1, 3)
+        return torch.stack([dr, dc], dim=-1).flatten(2, 3)
 
 
 SPATIAL_BASIS = ("1", "x", "y")

@@ -218,8 +218,9 @@ class AstraWorldModel(nn.Module):
                 hist_x.to(chunk_x.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), chunk_x)
             )
         chunk_rope = _to(rotary_embedding(chunk_pos, head_dim), chunk_x)
-        if routed is not None and self.moae.motion is not None:
-            chunk_rope = moved(chunk_rope, self.moae.motion_offsets(routed.chunk, h // 2, w // 2), head_dim)
+        if routed is not None and self.moae.moves:
+            latest = history.latents[:, :, -1] if history is not None else None
+            chunk_rope = moved(chunk_rope, self.moae.motion_offsets(routed.chunk, h // 2, w // 2, latest), head_dim)
         chunk_stream = Stream(chunk_x, t_mod, None, chunk_rope)
 
         # Blocks.
