@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from .checkpoint import WEIGHTS_NAME
 from .config import AstraConfig
 from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
 from .model import AstraWorldModel
@@ -64,6 +65,9 @@ class TrainConfig:
     data: DataConfig
     model: dict[str, Any] = field(default_factory=dict)  # AstraConfig: preset name + overrides
     init_from: str | None = None  # previous stage's output folder
+    # A trained run's checkpoint (`checkpoints/step_N`) or `final` folder to start the trainable weights
+    # from where names and shapes match, e.g. stage 3 continued under a changed recipe; new heads start fresh.
+    warm_start: str | None = None
     steps: int = 1000
     batch_size: int = 8
     lr: float = 3e-4
@@ -348,6 +352,24 @@ def load_checkpoint(directory: Path, module, optimizer, rng: np.random.Generator
     return int(state["step"])
 
 
+def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
+    """Copy into `module`'s trainable parameters the tensors of the same name and shape saved in
+    `directory` (a checkpoint's `trainable.safetensors`, else a model's `model.safetensors`); returns the
+    names left as initialised. Raises ValueError when nothing matches."""
+    file = directory / "trainable.safetensors"
+    weights = load_file(str(file if file.is_file() else directory / WEIGHTS_NAME))
+    params = _trainable(module)
+    matched = [n for n, p in params.items() if n in weights and weights[n].shape == p.shape]
+    if not matched:
+        raise ValueError(f"{directory}: no trainable parameter of this stage has a tensor of its name and shape there")
+    with torch.no_grad():
+        for name in matched:
+            params[name].copy_(weights[name])
+    fresh = sorted(set(params) - set(matched))
+    print(f"warm start from {directory}: {len(matched)} of {len(params)} trainable tensors; fresh: {fresh}")
+    return fresh
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < cfg.warmup_steps:
@@ -373,6 +395,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(cfg.seed + rank), torch.Generator().manual_seed(cfg.seed + rank)
     step = 0
+    if cfg.warm_start:
+        warm_start(stage.module, Path(cfg.warm_start))
     if resume and (ckpt := latest_checkpoint(out)) is not None:
         step = load_checkpoint(ckpt, stage.module, optimizer, rng, gen)
         print(f"resumed from {ckpt} at step {step}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from safetensors.torch import load_file
 
 from astra_model import AstraWorldModel
 from astra_model.data import LatentClips, VideoEpisode, action_stats, produced_by
-from astra_model.train import TrainConfig, _load_episodes, latest_checkpoint, train, world_model_stage
+from astra_model.train import TrainConfig, _load_episodes, latest_checkpoint, train, warm_start, world_model_stage
 from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC, branch_frame
 from astra_ros.datagen import main as datagen
 from astra_ros.dataset import load_bag_episodes
@@ -205,6 +206,25 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbo
     assert not torch.equal(after.adapters[0].weight, before.adapters[0].weight)  # stage 3 trained the adapters
     saved = load_file(str(tmp_path / "astra/checkpoints/step_0000003/trainable.safetensors"))
     assert set(saved) == {n for n, p in after.named_parameters() if p.requires_grad}
+
+
+def test_stage_three_warm_starts_from_a_trained_run_and_leaves_new_heads_fresh(
+    recorded, vae_dir, backbone_dir, tmp_path
+):
+    first = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    trained = dict(AstraWorldModel.from_pretrained(first).named_parameters())
+    local = {"moae": {"local_motion": True}}
+    stage = _stage(_config(recorded, tmp_path, "astra_local", stage="astra", init_from=str(backbone_dir), model=local))
+    params = {n: p for n, p in stage.module.named_parameters() if p.requires_grad}
+    for source in (first, tmp_path / "astra/checkpoints/step_0000002"):
+        fresh = warm_start(stage.module, source)
+        assert fresh and all(n.startswith("moae.local_motion.") for n in fresh)
+        for name, param in params.items():
+            if name not in fresh:
+                assert torch.equal(param, trained[name]), name
+        assert not stage.module.moae.local_motion.net[-1].weight.any()  # the new head still moves nothing
+    with pytest.raises(ValueError, match="no trainable parameter of this stage has a tensor of its name and shape"):
+        warm_start(stage.module, Path(vae_dir).parent / "checkpoints/step_0000002")
 
 
 def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backbone_dir, tmp_path):
