@@ -8,6 +8,7 @@ import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 from astra_model import AstraConfig, AstraWorldModel
+from astra_model.data import LatentClips, VideoEpisode
 
 
 def tiny_config(**overrides) -> AstraConfig:
@@ -45,3 +46,14 @@ def seed_frames() -> np.ndarray:
     rng = np.random.default_rng(0)
     base = rng.integers(0, 255, size=(1, 32, 32, 3), dtype=np.uint8)
     return np.repeat(base, 5, axis=0)
+
+
+def sampled_chunk_commands(config: AstraConfig, modality: str, commands: np.ndarray) -> tuple[np.ndarray, int]:
+    """A training clip's chunk commands `[8, D]` as the model reads them, from one 21-frame episode of
+    random frames commanded by `commands` `[21, D]`, and the index of the chunk's first video frame."""
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**config.vae).eval()
+    frames = np.random.default_rng(0).integers(0, 255, (21, 32, 32, 3), dtype=np.uint8)
+    clips = LatentClips([VideoEpisode(frames, {modality: commands}, "ep")], vae, config, cache_dir=None)
+    batch = clips.sample(1, modality, np.random.default_rng(0))
+    return batch.actions[modality][0].numpy(), 1 + 4 * (batch.history.next_index - 1)
