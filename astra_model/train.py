@@ -69,6 +69,8 @@ class TrainConfig:
     # from where names and shapes match, e.g. stage 3 continued under a changed recipe; new heads start fresh.
     warm_start: str | None = None
     steps: int = 1000
+    # End the run after this step (checkpoint and final saved) while `steps` still sets the schedule.
+    stop_at: int | None = None
     batch_size: int = 8
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -86,6 +88,11 @@ class TrainConfig:
     family_weight: float = 0.0
     # Stage 3: weight of the error where the latents change (see training.py; 0 is the paper's plain loss).
     motion_weight: float = 0.0
+
+    @property
+    def end_step(self) -> int:
+        """The step the run ends after: `stop_at` when given, else `steps`."""
+        return min(self.steps, self.stop_at or self.steps)
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -402,7 +409,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         print(f"resumed from {ckpt} at step {step}")
     writer = SummaryWriter(str(out / "tb")) if rank == 0 else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    progress = tqdm(range(step, cfg.steps), initial=step, total=cfg.steps, desc=cfg.stage, disable=rank != 0)
+    end = cfg.end_step
+    progress = tqdm(range(step, end), initial=step, total=end, desc=cfg.stage, disable=rank != 0)
     for step in progress:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -414,7 +422,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         optimizer.step()
         if rank == 0:
             _log(writer, progress, step + 1, cfg, terms, grad_norm, stage, optimizer)
-            if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            if (step + 1) % cfg.save_every == 0 or step + 1 == end:
                 save_checkpoint(
                     out / "checkpoints" / f"step_{step + 1:07d}", stage.module, optimizer, step + 1, rng, gen
                 )
@@ -434,7 +442,7 @@ def _log(writer, progress, step: int, cfg: TrainConfig, terms, grad_norm, stage:
         writer.add_scalar("train/grad_norm", float(grad_norm), step)
         writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
         progress.set_postfix(loss=f"{terms['total'].detach().item():.4f}")
-    if step % cfg.eval_every == 0 or step == cfg.steps:
+    if step % cfg.eval_every == 0 or step == cfg.end_step:
         stage.module.eval()
         for name, value in stage.evaluate().items():
             writer.add_scalar(f"eval/{name}", value, step)

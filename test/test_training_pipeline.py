@@ -14,7 +14,15 @@ from safetensors.torch import load_file
 
 from astra_model import AstraWorldModel
 from astra_model.data import LatentClips, VideoEpisode, action_stats, produced_by
-from astra_model.train import TrainConfig, _load_episodes, latest_checkpoint, train, warm_start, world_model_stage
+from astra_model.train import (
+    TrainConfig,
+    _load_episodes,
+    latest_checkpoint,
+    lr_at,
+    train,
+    warm_start,
+    world_model_stage,
+)
 from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC, branch_frame
 from astra_ros.datagen import main as datagen
 from astra_ros.dataset import load_bag_episodes
@@ -195,6 +203,11 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbo
     astra_cfg.steps = 3
     final = train(astra_cfg, resume=True)
     assert latest_checkpoint(tmp_path / "astra").name == "step_0000003"
+
+    astra_cfg.steps, astra_cfg.stop_at = 10, 4  # stop early on a longer schedule, as run 8's chain does
+    train(astra_cfg, resume=True)
+    assert latest_checkpoint(tmp_path / "astra").name == "step_0000004"
+    assert lr_at(3, astra_cfg) > lr_at(3, TrainConfig(**{**vars(astra_cfg), "steps": 4}))
 
     after = AstraWorldModel.from_pretrained(final)
     assert after.seed_frame is not None and after.seed_frame.shape == (32, 32, 3)
