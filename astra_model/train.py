@@ -402,11 +402,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(cfg.seed + rank), torch.Generator().manual_seed(cfg.seed + rank)
     step = 0
-    if cfg.warm_start:
-        warm_start(stage.module, Path(cfg.warm_start))
-    if resume and (ckpt := latest_checkpoint(out)) is not None:
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
         step = load_checkpoint(ckpt, stage.module, optimizer, rng, gen)
         print(f"resumed from {ckpt} at step {step}")
+    elif cfg.warm_start:
+        # Only a fresh run: a resumed one gets every trainable tensor from its own checkpoint.
+        warm_start(stage.module, Path(cfg.warm_start))
     writer = SummaryWriter(str(out / "tb")) if rank == 0 else None
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     end = cfg.end_step
