@@ -97,7 +97,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Read a stage YAML; `overrides` replace its top-level fields."""
-        data = {**yaml.safe_load(Path(path).read_text()), **(overrides or {})}
+        data = {**_read_stage_yaml(Path(path)), **(overrides or {})}
         data["data"] = DataConfig(**data["data"])
         cfg = cls(**data)
         if cfg.stage not in STAGES:
@@ -105,6 +105,23 @@ class TrainConfig:
         if cfg.ablation is not None and cfg.ablation not in ABLATIONS:
             raise ValueError(f"{path}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
         return cfg
+
+
+def _read_stage_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A stage YAML's fields. `base: other.yaml` (relative to the file) supplies every field the file
+    leaves out, mappings merged key by key, so a stage that changes one model switch names only it."""
+    if path.resolve() in seen:
+        raise ValueError(f"{path}: 'base' chain loops back: {' -> '.join(map(str, seen))} -> {path}")
+    data = yaml.safe_load(path.read_text())
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    return _merged(_read_stage_yaml(path.parent / base, (*seen, path.resolve())), data)
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    both = {k: _merged(base[k], v) for k, v in over.items() if isinstance(v, dict) and isinstance(base.get(k), dict)}
+    return {**base, **over, **both}
 
 
 # -- distributed -------------------------------------------------------------------------------------

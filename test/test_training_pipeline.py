@@ -168,6 +168,31 @@ def _config(recorded, tmp_path, name: str, **fields) -> TrainConfig:
     return TrainConfig.load(path)
 
 
+def test_stage_yaml_base_supplies_what_the_file_leaves_out_mappings_merged(tmp_path):
+    (tmp_path / "parent.yaml").write_text(
+        "stage: astra\nout_dir: a\nsteps: 3000\nlr: 0.001\nmodel: {moae: {spatial: true}, history: {slots_4x: 2}}\n"
+        "data: {train: [t], val: [v]}\n"
+    )
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nout_dir: b\nmodel: {moae: {local_motion: true}}\n")
+    cfg = TrainConfig.load(tmp_path / "child.yaml", {"steps": 5})
+    assert (cfg.stage, cfg.out_dir, cfg.steps, cfg.lr) == ("astra", "b", 5, 0.001)
+    assert cfg.model == {"moae": {"spatial": True, "local_motion": True}, "history": {"slots_4x": 2}}
+    assert cfg.data.train == ["t"]
+
+
+def test_stage_yaml_base_loop_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nstage: vae\n")
+    with pytest.raises(ValueError, match="'base' chain loops back"):
+        TrainConfig.load(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("config/train_*.yaml")), ids=lambda p: p.name)
+def test_shipped_stage_configs_load(path):
+    cfg = TrainConfig.load(path)
+    assert cfg.steps > 0 and cfg.data.train and cfg.data.image_topic == IMAGE_TOPIC
+
+
 MODEL_CFG = {"preset": "tiny", "action_labels": {"joints": JOINTS, "twist": [f"t{i}" for i in range(6)]}}
 
 
