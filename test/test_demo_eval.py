@@ -88,7 +88,8 @@ def test_a_pair_is_followed_only_when_each_prediction_is_closer_to_its_own_truth
 def test_cli_writes_report_and_action_pair_figure(tmp_path, monkeypatch):
     torch.manual_seed(0)
     AstraWorldModel(tiny_config(modalities=MODALITIES, chunk_latent_frames=1)).eval().save_pretrained(tmp_path / "m")
-    main(["--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "eval"), "--episodes", "1", "--chunks", "1",
-          "--pairs", "1", "--image-size", "32", "--first-seed", "70000", "--steps", "1"])
+    paths = ["--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "eval")]
+    sizes = ["--episodes", "1", "--chunks", "1", "--pairs", "1", "--image-size", "32", "--steps", "1"]
+    main([*paths, *sizes, "--first-seed", "70000"])
     assert {p.name for p in (tmp_path / "eval").iterdir()} == {"demo_eval.json", "demo_eval.md", "action_pairs.png"}
     assert iio.imread(tmp_path / "eval" / "action_pairs.png").shape[1] == 800  # 8 inches at 100 dpi

@@ -65,9 +65,11 @@ def test_clips_take_history_before_and_actions_of_the_chunk():
 
 
 def test_clips_give_history_frames_the_commands_that_produced_them():
-    history = _numbered_clips(tiny_config(history={"with_actions": True})).sample(
-        2, "twist", np.random.default_rng(3)
-    ).history
+    history = (
+        _numbered_clips(tiny_config(history={"with_actions": True}))
+        .sample(2, "twist", np.random.default_rng(3))
+        .history
+    )
     twist = history.actions["twist"]
     assert twist.shape == (2, history.length, 4 * 6)
     for position, j in enumerate(history.indices.tolist()):
