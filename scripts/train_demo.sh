@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Train the shipped demo world model (run 8) from scratch with the project's own commands:
+# Train the shipped demo world model (run 9) from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the VAE
-# without temporal compression, the action-free backbone, and stage 3 in two runs: train_astra.yaml,
+# without temporal compression, the action-free backbone, and stage 3 in three runs: train_astra.yaml,
 # stopped at step 2250 of its 3000-step schedule, then train_astra_local.yaml warm-started from there
-# (relative joint commands and the local motion head). Step counts are the model card's.
+# (relative joint commands and the local motion head), then train_astra_local_more.yaml warm-started from
+# that run's final weights (fresh optimizer, half the batches at partings). Step counts are the model card's.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,5 +33,8 @@ $PY -m astra_model.train config/train_astra.yaml --resume \
 $PY -m astra_model.train config/train_astra_local.yaml --resume \
   --set out_dir=$RUN/astra_local init_from=$RUN/backbone/final \
   warm_start=$RUN/astra3000/checkpoints/step_$(printf %07d $(scaled 2250)) steps=$(steps config/train_astra_local.yaml)
+$PY -m astra_model.train config/train_astra_local_more.yaml --resume \
+  --set out_dir=$RUN/astra_local_more init_from=$RUN/backbone/final \
+  warm_start=$RUN/astra_local/final steps=$(steps config/train_astra_local_more.yaml)
 # The shipped config.json then sets "guidance_scale": 1.5, chosen on tuning seeds (see the model card).
-echo "trained: $RUN/astra_local/final"
+echo "trained: $RUN/astra_local_more/final"
