@@ -165,11 +165,18 @@ def _pooled_psnr(mse: np.ndarray) -> list[float]:
 
 
 def evaluate(
-    model: AstraWorldModel, episodes: int, chunks: int, pairs: int, size: int, first_seed: int, sampling: Sampling
+    model: AstraWorldModel,
+    episodes: int,
+    chunks: int,
+    pairs: int,
+    size: int,
+    first_seed: int,
+    sampling: Sampling,
+    domains: tuple[str, ...] = DOMAINS,
 ) -> tuple[dict, dict[str, ActionPair]]:
     """The report (JSON-ready) and each domain's first action pair."""
     report, examples = {}, {}
-    for domain in DOMAINS:
+    for domain in domains:
         seeds = range(first_seed, first_seed + episodes)
         runs = [
             horizon_scores(model, domain, s, chunks, size, sampling) for s in tqdm(seeds, desc=f"{domain} horizons")
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunks", type=int, default=4, help="horizon in chunks")
     parser.add_argument("--pairs", type=int, default=20, help="action-following pairs per domain")
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--domains", nargs="+", choices=DOMAINS, default=list(DOMAINS), help="worlds to evaluate")
     parser.add_argument(
         "--first-seed",
         type=int,
@@ -230,7 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.pairs < 1:
         parser.error("--pairs must be at least 1")
     size = args.image_size
-    report, examples = evaluate(model, args.episodes, args.chunks, args.pairs, size, args.first_seed, sampling)
+    report, examples = evaluate(
+        model, args.episodes, args.chunks, args.pairs, size, args.first_seed, sampling, tuple(args.domains)
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_eval.json").write_text(json.dumps(report, indent=2))

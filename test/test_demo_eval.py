@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import imageio.v3 as iio
 import numpy as np
 import torch
@@ -93,3 +95,13 @@ def test_cli_writes_report_and_action_pair_figure(tmp_path, monkeypatch):
     main([*paths, *sizes, "--first-seed", "70000"])
     assert {p.name for p in (tmp_path / "eval").iterdir()} == {"demo_eval.json", "demo_eval.md", "action_pairs.png"}
     assert iio.imread(tmp_path / "eval" / "action_pairs.png").shape[1] == 800  # 8 inches at 100 dpi
+
+
+def test_cli_evaluates_only_the_domains_asked_for(tmp_path):
+    torch.manual_seed(0)
+    AstraWorldModel(tiny_config(modalities=MODALITIES, chunk_latent_frames=1)).eval().save_pretrained(tmp_path / "m")
+    sizes = ["--episodes", "1", "--chunks", "1", "--pairs", "1", "--image-size", "32", "--steps", "1"]
+    main(["--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "eval"), *sizes, "--domains", "arm"])
+    report = json.loads((tmp_path / "eval" / "demo_eval.json").read_text())
+    assert list(report) == ["arm"]
+    assert "| mobile |" not in (tmp_path / "eval" / "demo_eval.md").read_text()
