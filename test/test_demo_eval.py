@@ -6,6 +6,7 @@ import json
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import torch
 from conftest import tiny_config
 
@@ -87,21 +88,26 @@ def test_a_pair_is_followed_only_when_each_prediction_is_closer_to_its_own_truth
     assert not ActionPair(truths, np.full_like(truths, 50)).followed()  # the same prediction for both
 
 
-def test_cli_writes_report_and_action_pair_figure(tmp_path, monkeypatch):
+# The smallest CLI run: one episode of one chunk, one pair, 32x32 frames, one Euler step.
+CLI_SIZES = ["--episodes", "1", "--chunks", "1", "--pairs", "1", "--image-size", "32", "--steps", "1"]
+
+
+@pytest.fixture
+def cli_paths(tmp_path) -> list[str]:
+    """`--checkpoint`/`--out` arguments for a saved tiny untrained model and an output folder under tmp_path."""
     torch.manual_seed(0)
     AstraWorldModel(tiny_config(modalities=MODALITIES, chunk_latent_frames=1)).eval().save_pretrained(tmp_path / "m")
-    paths = ["--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "eval")]
-    sizes = ["--episodes", "1", "--chunks", "1", "--pairs", "1", "--image-size", "32", "--steps", "1"]
-    main([*paths, *sizes, "--first-seed", "70000"])
+    return ["--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "eval")]
+
+
+def test_cli_writes_report_and_action_pair_figure(tmp_path, cli_paths):
+    main([*cli_paths, *CLI_SIZES, "--first-seed", "70000"])
     assert {p.name for p in (tmp_path / "eval").iterdir()} == {"demo_eval.json", "demo_eval.md", "action_pairs.png"}
     assert iio.imread(tmp_path / "eval" / "action_pairs.png").shape[1] == 800  # 8 inches at 100 dpi
 
 
-def test_cli_evaluates_only_the_domains_asked_for(tmp_path):
-    torch.manual_seed(0)
-    AstraWorldModel(tiny_config(modalities=MODALITIES, chunk_latent_frames=1)).eval().save_pretrained(tmp_path / "m")
-    sizes = ["--episodes", "1", "--chunks", "1", "--pairs", "1", "--image-size", "32", "--steps", "1"]
-    main(["--checkpoint", str(tmp_path / "m"), "--out", str(tmp_path / "eval"), *sizes, "--domains", "arm"])
+def test_cli_evaluates_only_the_domains_asked_for(tmp_path, cli_paths):
+    main([*cli_paths, *CLI_SIZES, "--domains", "arm"])
     report = json.loads((tmp_path / "eval" / "demo_eval.json").read_text())
     assert list(report) == ["arm"]
     assert "| mobile |" not in (tmp_path / "eval" / "demo_eval.md").read_text()
