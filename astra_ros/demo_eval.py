@@ -13,7 +13,11 @@ For each domain, on seeds never used in training:
 - **Action following**: from one true state, roll two different command sequences in both the
   simulator and the model (a fork of one session, sharing noise). The pair is followed when each
   prediction is closer (MSE) to its own true rollout than to the other one. `action_pairs.png` shows
-  each domain's first pair.
+  each domain's first pair. `pair_response` says how strongly the model reacts to the change of
+  commands: the mean MSE between its two predictions over the mean MSE between the two true rollouts
+  (0: the commands change nothing; about 1: as much as in the world, though not necessarily alike).
+  A model that blurs its movers has a small response, and then both of its predictions often sit
+  nearer the same true rollout, which the fraction followed cannot tell from a wrong reaction.
 
     python -m astra_ros.demo_eval --checkpoint runs/demo/astra/final --out runs/demo/eval
 """
@@ -131,6 +135,10 @@ class ActionPair:
         """Each prediction is closer (MSE) to its own true rollout than to the other one."""
         return all(_mse(self.preds[i], self.truths[i]) < _mse(self.preds[i], self.truths[1 - i]) for i in (0, 1))
 
+    def spreads(self) -> tuple[float, float]:
+        """(MSE between the two predictions, MSE between the two true rollouts)."""
+        return _mse(self.preds[0], self.preds[1]), _mse(self.truths[0], self.truths[1])
+
 
 def action_pair(model: AstraWorldModel, domain: str, seed: int, size: int, sampling: Sampling) -> ActionPair:
     n = model.config.frames_per_chunk
@@ -189,7 +197,15 @@ def evaluate(
         examples[domain] = results[0]
         beats = [m > c for m, c in zip(table["model_psnr"], table["copy_psnr"], strict=True)]
         following = float(np.mean([r.followed() for r in results]))
-        report[domain] = {**table, "beats_copy_psnr_at_horizon": beats, "action_following": following}
+        predicted, true = np.mean([r.spreads() for r in results], axis=0)
+        report[domain] = {
+            **table,
+            "beats_copy_psnr_at_horizon": beats,
+            "action_following": following,
+            "pair_prediction_mse": round(float(predicted), 4),
+            "pair_truth_mse": round(float(true), 4),
+            "pair_response": round(float(predicted / max(true, 1e-12)), 4),
+        }
     return report, examples
 
 
@@ -204,8 +220,17 @@ def markdown(report: dict) -> str:
         for h, values in enumerate(zip(*columns, strict=True), start=1):
             cells = [f"{v:.2f}" for v in values[:6]] + [f"{v:.3f}" for v in values[6:]]
             lines.append(f"| {domain} | {h} | " + " | ".join(cells) + " |")
-    lines += ["", "| domain | action following (pairs followed) |", "|---|---|"]
-    lines += [f"| {d} | {r['action_following']:.0%} |" for d, r in report.items()]
+    lines += [
+        "",
+        "| domain | action following (pairs followed) | MSE between the two predictions "
+        "| MSE between the two true rollouts | response |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {d} | {r['action_following']:.0%} | {r['pair_prediction_mse']:.1f} | {r['pair_truth_mse']:.1f} "
+        f"| {r['pair_response']:.3f} |"
+        for d, r in report.items()
+    ]
     return "\n".join(lines) + "\n"
 
 

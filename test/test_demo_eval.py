@@ -42,6 +42,10 @@ def test_report_scores_every_domain_horizon_and_the_copy_baseline():
     for domain, pair in examples.items():
         assert pair.truths.shape == pair.preds.shape == (2, 4, 32, 32, 3)
         assert report[domain]["action_following"] == float(pair.followed())
+        predicted, true = pair.spreads()
+        assert report[domain]["pair_prediction_mse"] == round(predicted, 4)
+        assert report[domain]["pair_truth_mse"] == round(true, 4)
+        assert report[domain]["pair_response"] == round(predicted / max(true, 1e-12), 4)
     for r in report.values():
         for key in ("model", "copy", "vae"):
             assert len(r[f"{key}_psnr"]) == len(r[f"{key}_ssim"]) == len(r[f"{key}_frame_psnr"]) == 2
@@ -86,6 +90,13 @@ def test_a_pair_is_followed_only_when_each_prediction_is_closer_to_its_own_truth
     assert ActionPair(truths, truths + 10).followed()
     assert not ActionPair(truths, truths[::-1]).followed()  # swapped: each is its other's truth
     assert not ActionPair(truths, np.full_like(truths, 50)).followed()  # the same prediction for both
+
+
+def test_pair_spreads_are_the_mse_between_the_predictions_and_between_the_truths():
+    truths = np.stack([np.zeros((2, 4, 4, 3)), np.full((2, 4, 4, 3), 100)]).astype(np.uint8)
+    assert ActionPair(truths, truths + 10).spreads() == (10000.0, 10000.0)
+    assert ActionPair(truths, np.stack([truths[0] + 20, truths[0] + 40])).spreads() == (400.0, 10000.0)
+    assert ActionPair(truths, np.full_like(truths, 50)).spreads() == (0.0, 10000.0)  # commands ignored
 
 
 # The smallest CLI run: one episode of one chunk, one pair, 32x32 frames, one Euler step.
