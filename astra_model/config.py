@@ -45,6 +45,11 @@ class MoAEConfig:
         local_motion: a second zero-initialised head gives each generated token its own (row, column)
             shift from the latest history frame around it, its image coordinates and the actions
             (ours, `astra_model.local_motion`): a fixed camera's commands move a small mover, not the view.
+        content_gate: each generated token scales its block's action embedding by `1 + W norm(x)`, with
+            `x` the token's hidden state entering the block and `W` a zero-initialised `Linear(dim, dim)`
+            per block (ours, not the paper's). The broadcast embedding is the same for every token of
+            a frame up to a linear variation across the image; a joint command moves the links it
+            drives and leaves the table still, so the arm's tokens need it to depend on what they show.
     """
 
     unified_dim: int = 25
@@ -56,6 +61,7 @@ class MoAEConfig:
     spatial: bool = False
     motion: bool = False
     local_motion: bool = False
+    content_gate: bool = False
 
 
 @dataclass

@@ -53,17 +53,34 @@ class MixtureOfActionExperts(nn.Module):
         # (row shift, column shift, log-zoom) per latent frame; see `motion_offsets`.
         self.motion = nn.Linear(cfg.unified_dim, 3) if cfg.motion else None
         self.local_motion = LocalMotion(config.latent_channels, cfg.unified_dim) if cfg.local_motion else None
+        self.content_gates = (
+            nn.ModuleList(
+                nn.Sequential(nn.LayerNorm(config.dim, elementwise_affine=False), nn.Linear(config.dim, config.dim))
+                for _ in range(num_blocks)
+            )
+            if cfg.content_gate
+            else None
+        )
         self.reset_experts()
 
     @torch.no_grad()
     def reset_experts(self) -> None:
-        """Zero every expert (and the motion heads) so the action path starts as an exact no-op."""
+        """Zero every expert (and the motion heads and content gates) so the action path starts as an exact no-op."""
         heads = [expert for block_experts in self.experts for expert in block_experts]
-        for head in heads + ([self.motion] if self.motion is not None else []):
+        heads += [self.motion] if self.motion is not None else []
+        heads += [gate[-1] for gate in self.content_gates] if self.content_gates is not None else []
+        for head in heads:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         if self.local_motion is not None:
             self.local_motion.reset()
+
+    def gated(self, block: int, embedding: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """`embedding` `[B, S, dim]` scaled per token by `1 + W norm(x)` (`moae.content_gate`; `x` the
+        tokens' hidden states `[B, S, dim]`), else unchanged."""
+        if self.content_gates is None:
+            return embedding
+        return embedding * (1 + self.content_gates[block](x).to(embedding.dtype))
 
     @property
     def moves(self) -> bool:

@@ -228,7 +228,8 @@ class AstraWorldModel(nn.Module):
         for i, (block, adapter) in enumerate(zip(self.backbone.blocks, self.adapters, strict=True)):
             if routed is not None:
                 per_frame = self.moae.block_embedding(i, routed.chunk)
-                chunk_stream.action = at_tokens(per_frame.repeat_interleave(tokens_per_frame, dim=1), chunk_basis)
+                embedding = at_tokens(per_frame.repeat_interleave(tokens_per_frame, dim=1), chunk_basis)
+                chunk_stream.action = self.moae.gated(i, embedding, chunk_stream.x)
                 if hist_stream is not None:
                     hist_stream.action = at_tokens(self._history_embedding(i, routed), hist_basis)
             cached = kv_cache.layers[i] if use_cache else None
