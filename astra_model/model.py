@@ -203,7 +203,8 @@ class AstraWorldModel(nn.Module):
         chunk_x = self.backbone.patch_embedding(noisy_latents).flatten(2).transpose(1, 2)
         tokens_per_frame = chunk_x.shape[1] // f
 
-        # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block.
+        # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block
+        # (scaled per token by its own state with `moae.content_gate`).
         routed, lb_loss = self._route_actions(actions, f, b, action_mask, noisy_latents, history)
 
         spatial = self.config.moae.spatial

@@ -12,7 +12,7 @@ from astra_model.local_motion import LocalMotion
 from astra_model.moae import MixtureOfActionExperts, Routed
 
 
-def _trained(head: LocalMotion, seed: int = 0) -> LocalMotion:
+def _trained(head: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param in head.parameters():
