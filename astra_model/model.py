@@ -34,10 +34,13 @@ class AstraOutput:
     Attributes:
         velocity: `[B, C, F, h, w]` predicted flow-matching velocity (noise - x0).
         load_balance_loss: scalar MoAE router loss (0 without learned routing or actions).
+        motion_offsets: `[B, F * h/2 * w/2, 3]` (frame, row, column) shifts, in tokens, that the MoAE
+            motion heads gave the chunk tokens' rotary positions; None when no motion head ran.
     """
 
     velocity: torch.Tensor
     load_balance_loss: torch.Tensor
+    motion_offsets: torch.Tensor | None = None
 
 
 @dataclass
@@ -219,9 +222,11 @@ class AstraWorldModel(nn.Module):
                 hist_x.to(chunk_x.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), chunk_x)
             )
         chunk_rope = _to(rotary_embedding(chunk_pos, head_dim), chunk_x)
+        offsets = None
         if routed is not None and self.moae.moves:
             latest = history.latents[:, :, -1] if history is not None else None
-            chunk_rope = moved(chunk_rope, self.moae.motion_offsets(routed.chunk, h // 2, w // 2, latest), head_dim)
+            offsets = self.moae.motion_offsets(routed.chunk, h // 2, w // 2, latest)
+            chunk_rope = moved(chunk_rope, offsets, head_dim)
         chunk_stream = Stream(chunk_x, t_mod, None, chunk_rope)
 
         # Blocks.
@@ -246,7 +251,7 @@ class AstraWorldModel(nn.Module):
             kv_cache.layers = new_cache
 
         # Head, on chunk tokens only.
-        return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss)
+        return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, offsets)
 
     # -- forward helpers ---------------------------------------------------------------------------
     def _text_context(self, text_embeds: torch.Tensor | None, batch: int) -> torch.Tensor:

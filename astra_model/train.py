@@ -88,6 +88,8 @@ class TrainConfig:
     family_weight: float = 0.0
     # Stage 3: weight of the error where the latents change (see training.py; 0 is the paper's plain loss).
     motion_weight: float = 0.0
+    # Stage 3: weight of the warp term on the motion heads (see training.py; 0 is the paper's plain loss).
+    warp_weight: float = 0.0
 
     @property
     def end_step(self) -> int:
@@ -307,6 +309,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             forward=net,
             family_weight=cfg.family_weight if batch.family and not evaluating else 0.0,
             motion_weight=0.0 if evaluating else cfg.motion_weight,
+            warp_weight=0.0 if evaluating else cfg.warp_weight,
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -316,6 +319,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             "flow": sum(t.flow for t in terms) / len(terms),
             "load_balance": sum(t.load_balance for t in terms) / len(terms),
             "family": sum(t.family for t in terms) / len(terms),
+            "warp": sum(t.warp for t in terms) / len(terms),
         }
 
     @torch.no_grad()

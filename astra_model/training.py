@@ -18,6 +18,12 @@
   much the clean latent changed since the frame before (the history's latest frame for the chunk's
   first). A small mover in a still scene (the arm world) owns a few tokens of a plain mean and with
   it almost none of the loss, although it is all the commands decide.
+- Warp term (ours, not the paper's; off by default): the motion heads move each chunk token's rotary
+  position, so that it reads the history where its content was. Moving the latest history frame's
+  tokens the same way (bilinear, in token units) should then give the chunk's clean tokens, and
+  `warp_weight` x the mean squared error of that warp is added. It is a direct, low-noise target for
+  where the commands move things; through the flow loss alone the heads learn that only as far as
+  attention happens to use it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
 from .config import NoiseAugConfig
 from .history import History, slot_layout
@@ -63,6 +70,7 @@ class LossTerms:
     flow: torch.Tensor  # plain mean squared error of the velocity (unweighted, so runs compare)
     load_balance: torch.Tensor
     family: torch.Tensor  # variance of the residuals across a family batch (0 otherwise)
+    warp: torch.Tensor  # error of the latest history frame moved by the motion heads (0 without them)
 
 
 def flow_matching_loss(
@@ -76,6 +84,7 @@ def flow_matching_loss(
     forward: torch.nn.Module | None = None,
     family_weight: float = 0.0,
     motion_weight: float = 0.0,
+    warp_weight: float = 0.0,
 ) -> LossTerms:
     """Astra's training loss on a batch of chunks.
 
@@ -86,6 +95,7 @@ def flow_matching_loss(
         forward: the module to call, when `model` is wrapped (e.g. DistributedDataParallel).
         family_weight: > 0 only for a batch whose samples share one history (see the module docstring).
         motion_weight: > 0 weights the error where the clean latents change (see the module docstring).
+        warp_weight: weight of the warp term (see the module docstring).
     """
     cfg = model.config
     b = target_latents.shape[0]
@@ -96,6 +106,7 @@ def flow_matching_loss(
     s = sigma.view(b, 1, 1, 1, 1)
     noisy = (1 - s) * target_latents + s * noise
     weights = motion_weights(target_latents, history, motion_weight) if motion_weight > 0 else None
+    latest = history.latents[:, :, -1] if history is not None else None  # clean: the warp follows the world
     if history is not None and noise_augmentation:
         history = noise_augment_history(history, cfg.noise_aug, cfg.history, generator, shared=family)
     mask = None
@@ -107,8 +118,39 @@ def flow_matching_loss(
     flow = squared.mean()
     weighted = flow if weights is None else (weights * squared).mean()
     spread = _family_spread(residual, mask) if family else flow.new_zeros(())
+    warp = flow.new_zeros(())
+    if out.motion_offsets is not None and latest is not None:
+        warp = warp_error(latest, target_latents, out.motion_offsets, mask)
     total = weighted + cfg.moae.load_balance_weight * out.load_balance_loss + family_weight * spread
-    return LossTerms(total, flow, out.load_balance_loss, spread)
+    return LossTerms(total + warp_weight * warp, flow, out.load_balance_loss, spread, warp)
+
+
+def warp_error(
+    latest: torch.Tensor, target_latents: torch.Tensor, offsets: torch.Tensor, kept: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error between the chunk's clean tokens and the latest history frame's tokens read
+    where the motion heads point each chunk token (its position plus its offset, bilinear, clamped at
+    the border), over the samples that kept their actions.
+
+    Args:
+        latest: `[B, C, h, w]` clean latents of the latest history frame.
+        target_latents: `[B, C, F, h, w]` clean latents of the chunk.
+        offsets: `[B, F * h/2 * w/2, 3]` (frame, row, column) offsets, `AstraOutput.motion_offsets`.
+        kept: `[B]` bool, False for samples whose actions were dropped.
+    """
+    b, _, f, h, w = target_latents.shape
+    rows, cols = h // 2, w // 2
+    shift = offsets[..., 1:].float().reshape(b * f, rows, cols, 2)
+    r = torch.arange(rows, dtype=shift.dtype, device=shift.device).view(rows, 1) + shift[..., 0]
+    q = torch.arange(cols, dtype=shift.dtype, device=shift.device).view(1, cols) + shift[..., 1]
+    grid = torch.stack([2 * q / (cols - 1) - 1, 2 * r / (rows - 1) - 1], dim=-1)  # grid_sample wants (x, y)
+    source = F.pixel_unshuffle(latest.float(), 2).repeat_interleave(f, dim=0)  # a token is 2x2 latent pixels
+    warped = F.grid_sample(source, grid, align_corners=True, padding_mode="border")
+    want = F.pixel_unshuffle(target_latents.float().transpose(1, 2).flatten(0, 1), 2)
+    error = (warped - want).square().mean(dim=(1, 2, 3)).view(b, f)
+    if kept is not None:
+        error = error[kept.bool()]
+    return error.mean() if error.numel() else error.new_zeros(())
 
 
 def motion_weights(target_latents: torch.Tensor, history: History | None, strength: float) -> torch.Tensor:
