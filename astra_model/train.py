@@ -88,13 +88,20 @@ class TrainConfig:
     family_weight: float = 0.0
     # Stage 3: weight of the error where the latents change (see training.py; 0 is the paper's plain loss).
     motion_weight: float = 0.0
-    # Stage 3: weight of the warp term on the motion heads (see training.py; 0 is the paper's plain loss).
-    warp_weight: float = 0.0
+    # Stage 3: weight of the warp term on the motion heads (see training.py; 0 is the paper's plain loss),
+    # one number for every modality or a mapping modality -> weight (0 for those it leaves out).
+    warp_weight: float | dict[str, float] = 0.0
 
     @property
     def end_step(self) -> int:
         """The step the run ends after: `stop_at` when given, else `steps`."""
         return min(self.steps, self.stop_at or self.steps)
+
+    def warp_weight_for(self, modality: str) -> float:
+        """The warp term's weight in `modality`'s batches."""
+        if isinstance(self.warp_weight, dict):
+            return float(self.warp_weight.get(modality, 0.0))
+        return float(self.warp_weight)
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -309,7 +316,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             forward=net,
             family_weight=cfg.family_weight if batch.family and not evaluating else 0.0,
             motion_weight=0.0 if evaluating else cfg.motion_weight,
-            warp_weight=0.0 if evaluating else cfg.warp_weight,
+            warp_weight=0.0 if evaluating else cfg.warp_weight_for(modality),
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
