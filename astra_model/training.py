@@ -121,8 +121,9 @@ def flow_matching_loss(
     warp = flow.new_zeros(())
     if out.motion_offsets is not None and latest is not None:
         warp = warp_error(latest, target_latents, out.motion_offsets, mask)
-    total = weighted + cfg.moae.load_balance_weight * out.load_balance_loss + family_weight * spread
-    return LossTerms(total + warp_weight * warp, flow, out.load_balance_loss, spread, warp)
+    lb = cfg.moae.load_balance_weight * out.load_balance_loss
+    total = weighted + lb + family_weight * spread + warp_weight * warp
+    return LossTerms(total, flow, out.load_balance_loss, spread, warp)
 
 
 def warp_error(
