@@ -86,10 +86,10 @@ class TrainConfig:
     parting_prob: float = 0.0
     # Weight of the family term on those batches (see training.py; 0 is the paper's plain flow matching).
     family_weight: float = 0.0
-    # Stage 3: weight of the error where the latents change (see training.py; 0 is the paper's plain loss).
-    motion_weight: float = 0.0
-    # Stage 3: weight of the warp term on the motion heads (see training.py; 0 is the paper's plain loss),
-    # one number for every modality or a mapping modality -> weight (0 for those it leaves out).
+    # Stage 3, each one number for every modality or a mapping modality -> weight (0 for those it leaves
+    # out; see training.py; 0 is the paper's plain loss): the weight of the error where the latents change,
+    motion_weight: float | dict[str, float] = 0.0
+    # and of the warp term on the motion heads.
     warp_weight: float | dict[str, float] = 0.0
 
     @property
@@ -97,11 +97,12 @@ class TrainConfig:
         """The step the run ends after: `stop_at` when given, else `steps`."""
         return min(self.steps, self.stop_at or self.steps)
 
-    def warp_weight_for(self, modality: str) -> float:
-        """The warp term's weight in `modality`'s batches."""
-        if isinstance(self.warp_weight, dict):
-            return float(self.warp_weight.get(modality, 0.0))
-        return float(self.warp_weight)
+    def weight_for(self, name: str, modality: str) -> float:
+        """The loss weight `name` (`motion_weight` or `warp_weight`) in `modality`'s batches."""
+        weight = getattr(self, name)
+        if isinstance(weight, dict):
+            return float(weight.get(modality, 0.0))
+        return float(weight)
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -315,8 +316,8 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             action_dropout=not evaluating,
             forward=net,
             family_weight=cfg.family_weight if batch.family and not evaluating else 0.0,
-            motion_weight=0.0 if evaluating else cfg.motion_weight,
-            warp_weight=0.0 if evaluating else cfg.warp_weight_for(modality),
+            motion_weight=0.0 if evaluating else cfg.weight_for("motion_weight", modality),
+            warp_weight=0.0 if evaluating else cfg.weight_for("warp_weight", modality),
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -182,12 +182,13 @@ def test_stage_yaml_base_supplies_what_the_file_leaves_out_mappings_merged(tmp_p
     assert cfg.data.train == ["t"]
 
 
-def test_warp_weight_is_one_number_or_one_per_modality(tmp_path):
+@pytest.mark.parametrize("name", ["motion_weight", "warp_weight"])
+def test_loss_weights_are_one_number_or_one_per_modality(tmp_path, name):
     (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
-    assert TrainConfig.load(tmp_path / "s.yaml").warp_weight_for("twist") == 0.0  # off by default
-    assert TrainConfig.load(tmp_path / "s.yaml", {"warp_weight": 2.5}).warp_weight_for("twist") == 2.5
-    per = TrainConfig.load(tmp_path / "s.yaml", {"warp_weight": {"joints": 10}})
-    assert (per.warp_weight_for("joints"), per.warp_weight_for("twist")) == (10.0, 0.0)
+    assert TrainConfig.load(tmp_path / "s.yaml").weight_for(name, "twist") == 0.0  # off by default
+    assert TrainConfig.load(tmp_path / "s.yaml", {name: 2.5}).weight_for(name, "twist") == 2.5
+    per = TrainConfig.load(tmp_path / "s.yaml", {name: {"joints": 10}})
+    assert (per.weight_for(name, "joints"), per.weight_for(name, "twist")) == (10.0, 0.0)
 
 
 def test_stage_yaml_base_loop_is_an_error(tmp_path):
