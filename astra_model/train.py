@@ -315,7 +315,8 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             noise_augmentation=use_aug and not evaluating,
             action_dropout=not evaluating,
             forward=net,
-            family_weight=cfg.family_weight if batch.family and not evaluating else 0.0,
+            family=batch.family and not evaluating,
+            family_weight=cfg.family_weight,
             motion_weight=0.0 if evaluating else cfg.weight_for("motion_weight", modality),
             warp_weight=0.0 if evaluating else cfg.weight_for("warp_weight", modality),
         )

@@ -13,11 +13,15 @@
   `family_weight` x their variance across the batch is added. The flow loss already contains that
   variance once (mean of squares = variance + square of the mean); the weight raises its share against
   the error the clips have in common, which at small budgets drowns the commands' signal.
-- Motion weighting (ours, not the paper's; off by default): each latent position's squared error is
-  weighted by `1 + motion_weight * c / mean(c)`, normalised to mean 1 per sample, where `c` is how
-  much the clean latent changed since the frame before (the history's latest frame for the chunk's
-  first). A small mover in a still scene (the arm world) owns a few tokens of a plain mean and with
-  it almost none of the loss, although it is all the commands decide.
+- Motion weighting (ours, not the paper's; off by default): in a family batch each latent position's
+  squared error is weighted by `1 + motion_weight * c / mean(c)`, normalised to mean 1 per sample and
+  then averaged over the family, where `c` is how much the clean latent changed since the frame
+  before (the history's latest frame for the chunk's first). A small mover in a still scene (the arm
+  world) owns a few tokens of a plain mean and with them almost none of the loss, although it is all
+  the commands decide. One map serves the whole family: weights taken from a clip's own target favour
+  the targets that moved, so the weighted optimum is no longer the mean and the model paints motion
+  that is not there (measured: texture where the arm should be); a map shared by every future of one
+  history only says where to look. Other batches are not weighted.
 - Warp term (ours, not the paper's; off by default): the motion heads move each chunk token's rotary
   position, so that it reads the history where its content was. Moving the latest history frame's
   tokens the same way (bilinear, in token units) should then give the chunk's clean tokens, and
@@ -82,6 +86,7 @@ def flow_matching_loss(
     noise_augmentation: bool = True,
     action_dropout: bool = True,
     forward: torch.nn.Module | None = None,
+    family: bool = False,
     family_weight: float = 0.0,
     motion_weight: float = 0.0,
     warp_weight: float = 0.0,
@@ -93,22 +98,23 @@ def flow_matching_loss(
         history: clean history latents of the same samples.
         actions: modality -> `[B, F * temporal_ratio, D]` per-video-frame actions.
         forward: the module to call, when `model` is wrapped (e.g. DistributedDataParallel).
-        family_weight: > 0 only for a batch whose samples share one history (see the module docstring).
-        motion_weight: > 0 weights the error where the clean latents change (see the module docstring).
+        family: the batch's samples share one history (they start where a family of branches parts).
+        family_weight: weight of the family term, in a family batch (see the module docstring).
+        motion_weight: > 0 weights the error where a family's clean latents change (see the module docstring).
         warp_weight: weight of the warp term (see the module docstring).
     """
     cfg = model.config
     b = target_latents.shape[0]
-    family = family_weight > 0
-    n = 1 if family else b
+    shared = family and family_weight > 0
+    n = 1 if shared else b
     sigma = shift_sigma(torch.rand(n, generator=generator), cfg.sampler.shift).to(target_latents).expand(b)
     noise = torch.randn((n, *target_latents.shape[1:]), generator=generator).to(target_latents)
     s = sigma.view(b, 1, 1, 1, 1)
     noisy = (1 - s) * target_latents + s * noise
-    weights = motion_weights(target_latents, history, motion_weight) if motion_weight > 0 else None
+    weights = motion_weights(target_latents, history, motion_weight) if family and motion_weight > 0 else None
     latest = history.latents[:, :, -1] if history is not None else None  # clean: the warp follows the world
     if history is not None and noise_augmentation:
-        history = noise_augment_history(history, cfg.noise_aug, cfg.history, generator, shared=family)
+        history = noise_augment_history(history, cfg.noise_aug, cfg.history, generator, shared=shared)
     mask = None
     if actions and action_dropout:
         mask = (torch.rand(b, generator=generator) >= cfg.action_dropout).to(target_latents.device)
@@ -117,7 +123,7 @@ def flow_matching_loss(
     squared = residual.square()
     flow = squared.mean()
     weighted = flow if weights is None else (weights * squared).mean()
-    spread = _family_spread(residual, mask) if family else flow.new_zeros(())
+    spread = _family_spread(residual, mask) if shared else flow.new_zeros(())
     warp = flow.new_zeros(())
     if out.motion_offsets is not None and latest is not None:
         warp = warp_error(latest, target_latents, out.motion_offsets, mask)
@@ -155,14 +161,16 @@ def warp_error(
 
 
 def motion_weights(target_latents: torch.Tensor, history: History | None, strength: float) -> torch.Tensor:
-    """`[B, 1, F, h, w]` loss weights, mean 1 per sample, rising with each latent position's change since the
-    frame before (`history` must be clean: the weights follow the world, not the augmentation)."""
+    """`[B, 1, F, h, w]` loss weights for a family batch: one map for every sample, mean 1, rising with
+    each latent position's change since the frame before, averaged over the family's futures (`history`
+    must be clean: the weights follow the world, not the augmentation)."""
     target = target_latents.float()
     before = target[:, :, :1] if history is None else history.latents[:, :, -1:].to(target)
     change = (target - torch.cat([before, target[:, :, :-1]], dim=2)).square().mean(dim=1, keepdim=True)
     relative = change / change.mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-12)
     # Dividing by the mean weight (1 + strength, or 1 where nothing moved) keeps each sample's loss scale.
-    return (1 + strength * relative) / (1 + strength * relative.mean(dim=(1, 2, 3, 4), keepdim=True))
+    own = (1 + strength * relative) / (1 + strength * relative.mean(dim=(1, 2, 3, 4), keepdim=True))
+    return own.mean(dim=0, keepdim=True).expand_as(own)
 
 
 def _family_spread(residual: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

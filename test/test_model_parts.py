@@ -219,7 +219,9 @@ def test_family_term_is_the_spread_of_residuals_that_only_commands_explain():
 
     def terms(actions, weight):
         gen = torch.Generator().manual_seed(0)
-        return flow_matching_loss(model, target, history, actions, gen, action_dropout=False, family_weight=weight)
+        return flow_matching_loss(
+            model, target, history, actions, gen, action_dropout=False, family=True, family_weight=weight
+        )
 
     lb = model.config.moae.load_balance_weight
     # One history, one future, one command: with shared noise the samples are the same, so no spread.
@@ -231,32 +233,35 @@ def test_family_term_is_the_spread_of_residuals_that_only_commands_explain():
     assert terms(same, 0.0).family == 0  # off: plain flow matching
 
 
-def test_motion_weights_favour_what_changed_and_average_one():
+def test_motion_weights_are_one_map_per_family_favouring_what_changed():
     history = History.from_latents(torch.zeros(2, 16, 3, 4, 4))
     target = torch.zeros(2, 16, 2, 4, 4)
-    target[0, :, :, 1, 2] = 1.0  # one position changes at the chunk's first frame, then holds
+    target[0, :, :, 1, 2] = 1.0  # in one future one position changes at the chunk's first frame, then holds
     weights = motion_weights(target, history, strength=3.0)
     assert weights.shape == (2, 1, 2, 4, 4)
-    assert torch.allclose(weights.mean(dim=(1, 2, 3, 4)), torch.ones(2))
-    # change c = 1 at one of 32 positions, so mean(c) = 1/32: (1 + 3 * 32) / 4 there, 1/4 elsewhere.
-    assert weights[0, 0, 0, 1, 2] == pytest.approx(97 / 4) and weights[0, 0, 1, 1, 2] == pytest.approx(1 / 4)
-    assert torch.equal(weights[1], torch.ones_like(weights[1]))  # nothing changed: uniform weights
+    assert torch.equal(weights[0], weights[1])  # one map: it cannot favour either future's values
+    assert weights.mean().item() == pytest.approx(1.0)
+    # Future 0: c = 1 at one of 32 positions, so mean(c) = 1/32: (1 + 3 * 32) / 4 there, 1/4 elsewhere.
+    # Future 1 changes nowhere: uniform weights 1. The family's map is their mean.
+    assert weights[0, 0, 0, 1, 2] == pytest.approx((97 / 4 + 1) / 2)
+    assert weights[0, 0, 1, 1, 2] == pytest.approx((1 / 4 + 1) / 2)
 
 
-def test_motion_weighted_loss_keeps_the_plain_flow_and_is_off_by_default():
+def test_motion_weighted_loss_keeps_the_plain_flow_and_weights_only_family_batches():
     model = AstraWorldModel(tiny_config())
-    history = History.from_latents(torch.randn(2, 16, 3, 8, 8))
+    history = History.from_latents(torch.randn(1, 16, 3, 8, 8).expand(2, -1, -1, -1, -1))
     target, actions = torch.randn(2, 16, 2, 8, 8), {"twist": torch.randn(2, 8, 6)}
 
-    def terms(weight):
+    def terms(weight, family=True):
         gen = torch.Generator().manual_seed(0)
-        return flow_matching_loss(model, target, history, actions, gen, motion_weight=weight)
+        return flow_matching_loss(model, target, history, actions, gen, family=family, motion_weight=weight)
 
     plain, weighted = terms(0.0), terms(4.0)
     lb = model.config.moae.load_balance_weight
     assert torch.equal(plain.flow, weighted.flow)  # the logged flow stays comparable across runs
     assert torch.allclose(plain.total, plain.flow + lb * plain.load_balance)
     assert not torch.allclose(weighted.total, plain.total)
+    assert torch.equal(terms(4.0, family=False).total, terms(0.0, family=False).total)
 
 
 def test_training_loss_trains_only_astra_parts():
