@@ -315,9 +315,10 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             noise_augmentation=use_aug and not evaluating,
             action_dropout=not evaluating,
             forward=net,
+            # Evaluation is never a family batch, so it has neither the family term nor motion weights.
             family=batch.family and not evaluating,
             family_weight=cfg.family_weight,
-            motion_weight=0.0 if evaluating else cfg.weight_for("motion_weight", modality),
+            motion_weight=cfg.weight_for("motion_weight", modality),
             warp_weight=0.0 if evaluating else cfg.weight_for("warp_weight", modality),
         )
 
