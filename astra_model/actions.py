@@ -14,16 +14,19 @@ from .config import AstraConfig
 from .poses import relative_to_previous
 
 
-def validate_actions(actions: Mapping[str, torch.Tensor], config: AstraConfig, num_latent_frames: int) -> None:
+def validate_actions(
+    actions: Mapping[str, torch.Tensor], config: AstraConfig, num_latent_frames: int, read: bool = False
+) -> None:
     """Raise ValueError for unknown modalities, wrong shapes or non-finite values.
 
-    Each value must be `[B, num_latent_frames * temporal_ratio, dim]`.
+    Each value must be `[B, num_latent_frames * temporal_ratio, dim]`, with `dim` the modality's width as
+    commanded, or as the model reads it (`read`, see `as_model_reads`).
     """
     expected_frames = num_latent_frames * config.temporal_ratio
     for name, value in actions.items():
         if name not in config.modalities:
             raise ValueError(f"unknown action modality {name!r}; this model knows {sorted(config.modalities)}")
-        dim = config.modalities[name]
+        dim = config.read_dim(name) if read else config.modalities[name]
         if value.ndim != 3 or value.shape[1] != expected_frames or value.shape[2] != dim:
             raise ValueError(
                 f"actions[{name!r}] must be [batch, {expected_frames}, {dim}] "
@@ -56,7 +59,8 @@ def as_model_reads(
     """Commands `[B, N, D]` as the model reads them: `config.relative_poses` modalities become each
     frame's pose relative to the one before, `config.relative_commands` modalities each frame's change
     since the command before (`previous[name]` `[B, D]` before the first, if known; else the first reads
-    as no change); the rest are unchanged."""
+    as no change), followed by the command itself for `config.command_targets` modalities (`[B, N, 2D]`);
+    the rest are unchanged."""
     out = dict(actions)
     before = previous or {}
     for name in config.relative_poses:
@@ -71,7 +75,8 @@ def as_model_reads(
         if name in out:
             value = out[name]
             first = before[name].to(value)[:, None] if name in before else value[:, :1]
-            out[name] = value - torch.cat([first, value[:, :-1]], dim=1)
+            change = value - torch.cat([first, value[:, :-1]], dim=1)
+            out[name] = torch.cat([change, value], dim=-1) if name in config.command_targets else change
     return out
 
 

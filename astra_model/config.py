@@ -182,6 +182,10 @@ class AstraConfig:
             `relative_poses`: a fixed camera sees a small mover, and where it goes next is how its
             command changes, not the command itself. A session's first change is taken against the
             command before it when known, else it is zero.
+        command_targets: `relative_commands` modalities read as the change and, beside it, the
+            command itself (`[change, target]`, twice the modality's width): the change tells two
+            futures from one state apart, the target says where the mover ends up, so the model need
+            not read its pose from the pixels.
         action_stats: per modality, `{"mean": [...], "std": [...]}` of each element of the actions
             as the model reads them; MoAE standardises its inputs with them. Physical units differ by
             orders of magnitude (a camera turns by ~0.01 of a quaternion per frame, a robot by ~1
@@ -209,6 +213,7 @@ class AstraConfig:
     action_labels: dict[str, list[str]] = field(default_factory=dict)
     relative_poses: list[str] = field(default_factory=list)
     relative_commands: list[str] = field(default_factory=list)
+    command_targets: list[str] = field(default_factory=list)
     action_stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     fixed_camera: list[str] = field(default_factory=list)
     anchor_tolerance: float = 24.0
@@ -239,9 +244,13 @@ class AstraConfig:
     def dim(self) -> int:
         return int(self.backbone["num_attention_heads"] * self.backbone["attention_head_dim"])
 
+    def read_dim(self, modality: str) -> int:
+        """Width of one frame's action as the model reads it (doubled under `command_targets`)."""
+        return self.modalities[modality] * (2 if modality in self.command_targets else 1)
+
     def action_input_dim(self, modality: str) -> int:
         """Input width of a modality's encoder: grouped action plus the history flag."""
-        per_frame = self.modalities[modality]
+        per_frame = self.read_dim(modality)
         grouped = per_frame * self.temporal_ratio if self.action_grouping == "stack" else per_frame
         return grouped + 1
 
@@ -298,8 +307,11 @@ class AstraConfig:
         for name, labels in self.action_labels.items():
             if name not in self.modalities or len(labels) != self.modalities[name]:
                 raise ValueError(f"AstraConfig: action_labels[{name!r}] must name each of the modality's elements")
+        untargeted = set(self.command_targets) - set(self.relative_commands)
+        if untargeted:
+            raise ValueError(f"AstraConfig: command_targets names {sorted(untargeted)}, not in relative_commands")
         for name, stats in self.action_stats.items():
-            dim = self.modalities.get(name)
+            dim = self.read_dim(name) if name in self.modalities else None
             ok = dim is not None and set(stats) == {"mean", "std"} and len(stats["mean"]) == len(stats["std"]) == dim
             if not ok or min(stats["std"]) <= 0:
                 raise ValueError(f"AstraConfig: action_stats[{name!r}] needs 'mean' and positive 'std', {dim} each")

@@ -273,7 +273,7 @@ class AstraWorldModel(nn.Module):
         zero = like.new_zeros(())
         if not actions:
             return None, zero
-        validate_actions(actions, self.config, frames)
+        validate_actions(actions, self.config, frames, read=True)
         grouped = {k: group_per_latent_frame(v.to(like.dtype), self.config) for k, v in actions.items()}
         keep = None if action_mask is None else action_mask.to(like.dtype).view(batch, 1, 1)
         chunk_routed, lb_loss = self.moae.route(self.moae.encode(grouped, history_flag=0.0))

@@ -82,23 +82,23 @@ class TrainConfig:
     seed: int = 0
     ablation: str | None = None
     vae_clip_frames: int = 5
-    # Share of stage-3 batches that start where a family of counterfactual branches parts (see data.py).
-    parting_prob: float = 0.0
-    # Weight of the family term on those batches (see training.py; 0 is the paper's plain flow matching).
-    family_weight: float = 0.0
-    # Stage 3, each one number for every modality or a mapping modality -> weight (0 for those it leaves
-    # out; see training.py; 0 is the paper's plain loss): the weight of the error where the latents change,
+    # Stage 3, each one number for every modality or a mapping modality -> value (0 for those it leaves
+    # out): the share of batches that start where a family of counterfactual branches parts (see data.py),
+    parting_prob: float | dict[str, float] = 0.0
+    # the weight of the error where the latents change (see training.py; 0 is the paper's plain loss),
     motion_weight: float | dict[str, float] = 0.0
-    # and of the warp term on the motion heads.
+    # and the weight of the warp term on the motion heads.
     warp_weight: float | dict[str, float] = 0.0
+    # Weight of the family term on family batches (see training.py; 0 is the paper's plain flow matching).
+    family_weight: float = 0.0
 
     @property
     def end_step(self) -> int:
         """The step the run ends after: `stop_at` when given, else `steps`."""
         return min(self.steps, self.stop_at or self.steps)
 
-    def weight_for(self, name: str, modality: str) -> float:
-        """The loss weight `name` (`motion_weight` or `warp_weight`) in `modality`'s batches."""
+    def for_modality(self, name: str, modality: str) -> float:
+        """Setting `name` (`parting_prob`, `motion_weight` or `warp_weight`) in `modality`'s batches."""
         weight = getattr(self, name)
         if isinstance(weight, dict):
             return float(weight.get(modality, 0.0))
@@ -280,7 +280,8 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
         model.history_embedder.requires_grad_(True)
     else:
         base = AstraWorldModel.from_pretrained(cfg.init_from)
-        config = _apply_ablation(base.config.replace(**cfg.model), cfg.ablation)
+        # The statistics are those of this stage's data, as the model will read it (`cfg.model` may change how).
+        config = _apply_ablation(base.config.replace(**{"action_stats": {}, **cfg.model}), cfg.ablation)
         config = config.replace(action_stats=action_stats(train_eps, config))
         model = AstraWorldModel(config, backbone=base.backbone, vae=base.vae)
         model.history_embedder.load_state_dict(base.history_embedder.state_dict())
@@ -318,12 +319,12 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             # Evaluation is never a family batch, so it has neither the family term nor motion weights.
             family=batch.family and not evaluating,
             family_weight=cfg.family_weight,
-            motion_weight=cfg.weight_for("motion_weight", modality),
-            warp_weight=0.0 if evaluating else cfg.weight_for("warp_weight", modality),
+            motion_weight=cfg.for_modality("motion_weight", modality),
+            warp_weight=0.0 if evaluating else cfg.for_modality("warp_weight", modality),
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        terms = [batch_loss(clips, m, rng, gen, parting=cfg.parting_prob) for m in modalities]
+        terms = [batch_loss(clips, m, rng, gen, parting=cfg.for_modality("parting_prob", m)) for m in modalities]
         return {
             "total": sum(t.total for t in terms) / len(terms),
             "flow": sum(t.flow for t in terms) / len(terms),

@@ -19,11 +19,15 @@ def _targets(n: int, seed: int) -> np.ndarray:
     return np.cumsum(np.random.default_rng(seed).normal(0, 0.1, (n, 4)), axis=0).astype(np.float32)
 
 
-def _joint_model(relative: bool) -> AstraWorldModel:
+def _joint_model(relative: bool, targets: bool = False) -> AstraWorldModel:
     torch.manual_seed(0)
     relative_commands = ["joints"] if relative else []
     config = tiny_config(
-        modalities=JOINTS, action_labels={}, relative_commands=relative_commands, history={"with_actions": True}
+        modalities=JOINTS,
+        action_labels={},
+        relative_commands=relative_commands,
+        command_targets=["joints"] if targets else [],
+        history={"with_actions": True},
     )
     model = AstraWorldModel(config).eval()
     randomise_action_path(model)
@@ -59,6 +63,28 @@ def test_a_model_reading_relative_commands_cannot_see_the_offset(seed_frames):
     assert np.abs(moved).max() > 1
 
 
+def test_command_targets_read_the_change_then_the_target():
+    cfg = tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["joints"], command_targets=["joints"])
+    targets = torch.tensor([[[1.0, 2, 3, 4], [1.5, 2, 2, 4]]])
+    read = as_model_reads({"joints": targets}, cfg, previous={"joints": torch.tensor([[1.0, 1, 1, 1]])})["joints"]
+    assert read.shape == (1, 2, 8) and cfg.read_dim("joints") == 8
+    assert cfg.action_input_dim("joints") == 8 * cfg.temporal_ratio + 1  # and the history flag
+    assert read.tolist() == [[[0, 1, 2, 3, 1, 2, 3, 4], [0.5, 0, -1, 0, 1.5, 2, 2, 4]]]
+
+
+def test_a_model_reading_command_targets_sees_the_offset(seed_frames):
+    """With the targets beside the changes, the same changes from another pose are another command."""
+    targets = _targets(21, seed=0)
+    model = _joint_model(relative=True, targets=True)
+    session = model.start(seed_frames, seed=2, commands={"joints": targets[:5]})
+    branches = session.fork(2)
+    moved = branches.step({"joints": np.stack([targets[5:13], targets[5:13] + 0.7])})
+    assert moved.shape == (2, 8, *seed_frames.shape[1:]) and moved.dtype == np.uint8
+    assert np.abs(moved[0].astype(int) - moved[1]).max() > 1
+    with pytest.raises(ValueError, match=r"actions\['joints'\] must be \[batch, 8, 4\]"):
+        session.step({"joints": np.zeros((8, 8), np.float32)})  # users command the targets alone
+
+
 def test_session_reads_each_chunk_from_the_last_command(seed_frames):
     targets = _targets(21, seed=1)
     session = _joint_model(relative=True).start(seed_frames, commands={"joints": targets[:5]})
@@ -87,7 +113,19 @@ def test_training_clips_and_stats_read_relative_commands():
     np.testing.assert_allclose(stats["joints"]["std"], changes[1:].std(axis=0, ddof=1), atol=1e-6)
 
 
+def test_training_stats_have_the_width_the_model_reads():
+    cfg = tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["joints"], command_targets=["joints"])
+    targets = _targets(21, seed=2)
+    stats = action_stats([VideoEpisode(np.zeros((21, 8, 8, 3), np.uint8), {"joints": targets}, "ep")], cfg)
+    np.testing.assert_allclose(stats["joints"]["mean"][4:], targets[1:].mean(axis=0), atol=1e-6)
+    assert cfg.replace(action_stats=stats).action_stats["joints"] == stats["joints"]
+    with pytest.raises(ValueError, match=r"action_stats\['joints'\] needs 'mean' and positive 'std', 8 each"):
+        cfg.replace(action_stats={"joints": {"mean": [0.0] * 4, "std": [1.0] * 4}})
+
+
 def test_config_refuses_relative_commands_it_cannot_read():
+    with pytest.raises(ValueError, match=r"command_targets names \['joints'\], not in relative_commands"):
+        tiny_config(modalities=JOINTS, action_labels={}, command_targets=["joints"])
     with pytest.raises(ValueError, match="relative_commands names 'gripper', which is not a modality"):
         tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["gripper"])
     with pytest.raises(ValueError, match=r"relative_commands names 'camera_pose', .* or is in relative_poses"):

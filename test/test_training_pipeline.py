@@ -182,13 +182,13 @@ def test_stage_yaml_base_supplies_what_the_file_leaves_out_mappings_merged(tmp_p
     assert cfg.data.train == ["t"]
 
 
-@pytest.mark.parametrize("name", ["motion_weight", "warp_weight"])
-def test_loss_weights_are_one_number_or_one_per_modality(tmp_path, name):
+@pytest.mark.parametrize("name", ["parting_prob", "motion_weight", "warp_weight"])
+def test_stage_settings_are_one_number_or_one_per_modality(tmp_path, name):
     (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
-    assert TrainConfig.load(tmp_path / "s.yaml").weight_for(name, "twist") == 0.0  # off by default
-    assert TrainConfig.load(tmp_path / "s.yaml", {name: 2.5}).weight_for(name, "twist") == 2.5
+    assert TrainConfig.load(tmp_path / "s.yaml").for_modality(name, "twist") == 0.0  # off by default
+    assert TrainConfig.load(tmp_path / "s.yaml", {name: 2.5}).for_modality(name, "twist") == 2.5
     per = TrainConfig.load(tmp_path / "s.yaml", {name: {"joints": 10}})
-    assert (per.weight_for(name, "joints"), per.weight_for(name, "twist")) == (10.0, 0.0)
+    assert (per.for_modality(name, "joints"), per.for_modality(name, "twist")) == (10.0, 0.0)
 
 
 def test_stage_yaml_base_loop_is_an_error(tmp_path):
@@ -315,8 +315,11 @@ def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone
         return stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["family"].item()
 
     assert family_term() > 0  # every batch starts at the parting, where the futures differ
-    cfg.parting_prob = 0.0
-    assert family_term() == 0.0
+    cfg.parting_prob = {"twist": 1.0}
+    assert family_term() > 0
+    for off in (0.0, {"joints": 1.0}):
+        cfg.parting_prob = off
+        assert family_term() == 0.0
 
 
 def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_path):
