@@ -172,6 +172,20 @@ class MixtureOfActionExperts(nn.Module):
         return torch.stack([dr, dc], dim=-1).flatten(2, 3)
 
 
+def encoder_with_targets(weight: torch.Tensor, per_frame: int, frames: int) -> torch.Tensor:
+    """A modality encoder's weight `[U, frames * per_frame + 1]`, trained on commands read as changes,
+    widened to read `[change, target]` per frame (`config.command_targets`): `[U, frames * 2 per_frame + 1]`
+    (`frames` per latent frame, 1 under "mean" grouping). The target columns start at zero, so the widened
+    encoder computes what the trained one did."""
+    if weight.shape[1] != frames * per_frame + 1:
+        raise ValueError(f"encoder weight {list(weight.shape)} does not read {frames} x {per_frame} commands + flag")
+    wide = weight.new_zeros(weight.shape[0], frames * 2 * per_frame + 1)
+    for i in range(frames):
+        wide[:, 2 * per_frame * i : 2 * per_frame * i + per_frame] = weight[:, per_frame * i : per_frame * (i + 1)]
+    wide[:, -1] = weight[:, -1]
+    return wide
+
+
 SPATIAL_BASIS = ("1", "x", "y")
 
 

@@ -39,6 +39,7 @@ from tqdm import tqdm
 from .checkpoint import WEIGHTS_NAME
 from .config import AstraConfig
 from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
+from .moae import encoder_with_targets
 from .model import AstraWorldModel
 from .training import flow_matching_loss
 
@@ -394,10 +395,18 @@ def load_checkpoint(directory: Path, module, optimizer, rng: np.random.Generator
 def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     """Copy into `module`'s trainable parameters the tensors of the same name and shape saved in
     `directory` (a checkpoint's `trainable.safetensors`, else a model's `model.safetensors`); returns the
-    names left as initialised. Raises ValueError when nothing matches."""
+    names left as initialised. An encoder saved before its modality joined `command_targets` is widened
+    (`encoder_with_targets`). Raises ValueError when nothing matches."""
     file = directory / "trainable.safetensors"
     weights = load_file(str(file if file.is_file() else directory / WEIGHTS_NAME))
     params = _trainable(module)
+    config = getattr(module, "config", None)
+    for modality in getattr(config, "command_targets", []):
+        name = f"moae.encoders.{modality}.weight"
+        if name in weights and name in params and weights[name].shape != params[name].shape:
+            frames = config.temporal_ratio if config.action_grouping == "stack" else 1
+            weights[name] = encoder_with_targets(weights[name], config.modalities[modality], frames)
+            print(f"warm start: {name} widened to read {modality}'s targets, their columns zero")
     matched = [n for n, p in params.items() if n in weights and weights[n].shape == p.shape]
     if not matched:
         raise ValueError(f"{directory}: no trainable parameter of this stage has a tensor of its name and shape there")

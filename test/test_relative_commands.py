@@ -10,6 +10,8 @@ from conftest import randomise_action_path, sampled_chunk_commands, tiny_config
 from astra_model import AstraWorldModel
 from astra_model.actions import as_model_reads
 from astra_model.data import VideoEpisode, action_stats
+from astra_model.moae import encoder_with_targets
+from astra_model.train import warm_start
 
 JOINTS = {"joints": 4}
 
@@ -83,6 +85,27 @@ def test_a_model_reading_command_targets_sees_the_offset(seed_frames):
     assert np.abs(moved[0].astype(int) - moved[1]).max() > 1
     with pytest.raises(ValueError, match=r"actions\['joints'\] must be \[batch, 8, 4\]"):
         session.step({"joints": np.zeros((8, 8), np.float32)})  # users command the targets alone
+
+
+def test_a_model_warm_started_with_targets_reproduces_the_one_without(seed_frames, tmp_path):
+    """The widened encoder's target columns start at zero: the same rollout until training moves them."""
+    trained = _joint_model(relative=True)
+    trained.save_pretrained(tmp_path)
+    config = trained.config.replace(command_targets=["joints"])
+    wide = AstraWorldModel(config, backbone=trained.backbone, vae=trained.vae)
+    wide.set_trainable()
+    assert warm_start(wide, tmp_path) == []
+    weight, old = wide.moae.encoders["joints"].weight, trained.moae.encoders["joints"].weight
+    assert weight.shape == (old.shape[0], 2 * old.shape[1] - 1)
+    assert torch.equal(weight[:, :4], old[:, :4]) and torch.equal(weight[:, 4:8], torch.zeros(old.shape[0], 4))
+    targets = _targets(13, seed=3)
+
+    def rollout(model: AstraWorldModel) -> np.ndarray:
+        return model.eval().start(seed_frames, seed=1, commands={"joints": targets[:5]}).step({"joints": targets[5:]})
+
+    np.testing.assert_allclose(rollout(wide), rollout(trained), atol=1)
+    with pytest.raises(ValueError, match=r"does not read 2 x 4 commands \+ flag"):
+        encoder_with_targets(old, per_frame=4, frames=2)
 
 
 def test_session_reads_each_chunk_from_the_last_command(seed_frames):
