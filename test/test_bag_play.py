@@ -113,11 +113,12 @@ def graph() -> Iterator[Graph]:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     yield Graph(context, player_node, listener)
+    # The spin thread ends before the nodes go, so no callback runs on a destroyed node.
     executor.shutdown()
+    spinner.join(timeout=5)
     player_node.destroy_node()
     listener.destroy_node()
     rclpy.shutdown(context=context)
-    spinner.join(timeout=5)
 
 
 def connect(graph: Graph, player: BagPlayer) -> None:

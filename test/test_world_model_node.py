@@ -160,11 +160,12 @@ class Harness:
         node.destroy_node()
 
     def close(self) -> None:
+        # The spin thread ends before the nodes go, so no callback runs on a destroyed node.
         self.executor.shutdown(timeout_sec=TIMEOUT_S)
+        self._thread.join(TIMEOUT_S)
         for node in (self.node, self.probe):
             node.destroy_node()
         rclpy.try_shutdown(context=self.context)
-        self._thread.join(TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
