@@ -244,15 +244,19 @@ class AstraConfig:
     def dim(self) -> int:
         return int(self.backbone["num_attention_heads"] * self.backbone["attention_head_dim"])
 
+    @property
+    def stacked_frames(self) -> int:
+        """Video frames whose actions one latent frame's encoder input lays side by side: `temporal_ratio`
+        under "stack" grouping, 1 under "mean"."""
+        return self.temporal_ratio if self.action_grouping == "stack" else 1
+
     def read_dim(self, modality: str) -> int:
         """Width of one frame's action as the model reads it (doubled under `command_targets`)."""
         return self.modalities[modality] * (2 if modality in self.command_targets else 1)
 
     def action_input_dim(self, modality: str) -> int:
         """Input width of a modality's encoder: grouped action plus the history flag."""
-        per_frame = self.read_dim(modality)
-        grouped = per_frame * self.temporal_ratio if self.action_grouping == "stack" else per_frame
-        return grouped + 1
+        return self.read_dim(modality) * self.stacked_frames + 1
 
     def expert_of(self, modality: str) -> int:
         if self.moae.modality_experts is not None:

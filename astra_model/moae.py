@@ -101,7 +101,7 @@ class MixtureOfActionExperts(nn.Module):
 
     def _grouped_stat(self, name: str, key: str) -> torch.Tensor:
         per_frame = torch.tensor(self.config.action_stats[name][key])
-        return per_frame.repeat(self.config.temporal_ratio) if self.config.action_grouping == "stack" else per_frame
+        return per_frame.repeat(self.config.stacked_frames)
 
     def route(self, encoded: dict[str, torch.Tensor]) -> tuple[list[Routed], torch.Tensor]:
         """Gates for the encoded actions, and the load-balancing loss (0 for modality routing)."""
@@ -175,15 +175,13 @@ class MixtureOfActionExperts(nn.Module):
 def encoder_with_targets(weight: torch.Tensor, per_frame: int, frames: int) -> torch.Tensor:
     """A modality encoder's weight `[U, frames * per_frame + 1]`, trained on commands read as changes,
     widened to read `[change, target]` per frame (`config.command_targets`): `[U, frames * 2 per_frame + 1]`
-    (`frames` per latent frame, 1 under "mean" grouping). The target columns start at zero, so the widened
-    encoder computes what the trained one did."""
+    (`frames`: `config.stacked_frames`). The target columns start at zero, so the widened encoder computes
+    what the trained one did."""
     if weight.shape[1] != frames * per_frame + 1:
         raise ValueError(f"encoder weight {list(weight.shape)} does not read {frames} x {per_frame} commands + flag")
-    wide = weight.new_zeros(weight.shape[0], frames * 2 * per_frame + 1)
-    for i in range(frames):
-        wide[:, 2 * per_frame * i : 2 * per_frame * i + per_frame] = weight[:, per_frame * i : per_frame * (i + 1)]
-    wide[:, -1] = weight[:, -1]
-    return wide
+    change = weight[:, :-1].unflatten(1, (frames, per_frame))
+    wide = torch.cat([change, torch.zeros_like(change)], dim=2).flatten(1)
+    return torch.cat([wide, weight[:, -1:]], dim=1)
 
 
 SPATIAL_BASIS = ("1", "x", "y")

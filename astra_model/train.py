@@ -404,8 +404,7 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     for modality in getattr(config, "command_targets", []):
         name = f"moae.encoders.{modality}.weight"
         if name in weights and name in params and weights[name].shape != params[name].shape:
-            frames = config.temporal_ratio if config.action_grouping == "stack" else 1
-            weights[name] = encoder_with_targets(weights[name], config.modalities[modality], frames)
+            weights[name] = encoder_with_targets(weights[name], config.modalities[modality], config.stacked_frames)
             print(f"warm start: {name} widened to read {modality}'s targets, their columns zero")
     matched = [n for n, p in params.items() if n in weights and weights[n].shape == p.shape]
     if not matched:
