@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Train the shipped demo world model (run 10) from scratch with the project's own commands:
+# Train the shipped demo world model (run 11) from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the VAE
-# without temporal compression, the action-free backbone, and stage 3 in four runs: train_astra.yaml,
+# without temporal compression, the action-free backbone, and stage 3 in five runs: train_astra.yaml,
 # stopped at step 2250 of its 3000-step schedule, then train_astra_local.yaml warm-started from there
 # (relative joint commands and the local motion head), then train_astra_local_more.yaml warm-started from
 # that run's final weights (fresh optimizer, half the batches at partings), then train_astra_arm_view.yaml from
-# that one's (the same recipe again, run 10). Step counts are the model card's. One difference: the shipped
+# that one's (the same recipe again, run 10), then train_astra_targets_all.yaml from run 10's (joint targets read
+# beside their changes, every arm batch at a parting, run 11). Step counts are the model card's. One difference: the shipped
 # model's stages 1-2 and first stage-3 runs saw the arm world before session 13 moved its camera closer; the
 # worlds recorded here show today's view in every stage.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
@@ -42,5 +43,8 @@ $PY -m astra_model.train config/train_astra_local_more.yaml --resume \
 $PY -m astra_model.train config/train_astra_arm_view.yaml --resume \
   --set out_dir=$RUN/astra_arm_view init_from=$RUN/backbone/final \
   warm_start=$RUN/astra_local_more/final steps=$(steps config/train_astra_arm_view.yaml)
+$PY -m astra_model.train config/train_astra_targets_all.yaml --resume \
+  --set out_dir=$RUN/astra_targets_all init_from=$RUN/backbone/final \
+  warm_start=$RUN/astra_arm_view/final steps=$(steps config/train_astra_targets_all.yaml)
 # The shipped config.json then sets "guidance_scale": 1.5, chosen on tuning seeds (see the model card).
-echo "trained: $RUN/astra_arm_view/final"
+echo "trained: $RUN/astra_targets_all/final"
