@@ -92,6 +92,9 @@ class TrainConfig:
     warp_weight: float | dict[str, float] = 0.0
     # Weight of the family term on family batches (see training.py; 0 is the paper's plain flow matching).
     family_weight: float = 0.0
+    # Stage 3, each world's share of the loss, relative (a mapping leaves the worlds it omits at 1): a
+    # world whose frames change little (the arm) gives the shared weights a smaller gradient than the others.
+    world_weight: float | dict[str, float] = 1.0
 
     @property
     def end_step(self) -> int:
@@ -99,10 +102,11 @@ class TrainConfig:
         return min(self.steps, self.stop_at or self.steps)
 
     def for_modality(self, name: str, modality: str) -> float:
-        """Setting `name` (`parting_prob`, `motion_weight` or `warp_weight`) in `modality`'s batches."""
+        """Setting `name` (`parting_prob`, `motion_weight`, `warp_weight` or `world_weight`) in `modality`'s
+        batches; a mapping gives the modalities it leaves out 0 (`world_weight`: 1)."""
         weight = getattr(self, name)
         if isinstance(weight, dict):
-            return float(weight.get(modality, 0.0))
+            return float(weight.get(modality, 1.0 if name == "world_weight" else 0.0))
         return float(weight)
 
     @classmethod
@@ -115,6 +119,9 @@ class TrainConfig:
             raise ValueError(f"{path}: stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
         if cfg.ablation is not None and cfg.ablation not in ABLATIONS:
             raise ValueError(f"{path}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
+        weights = cfg.world_weight.values() if isinstance(cfg.world_weight, dict) else [cfg.world_weight]
+        if min(weights) < 0 or (not isinstance(cfg.world_weight, dict) and cfg.world_weight == 0):
+            raise ValueError(f"{path}: world_weight must be >= 0 and not all 0, got {cfg.world_weight!r}")
         return cfg
 
 
@@ -326,8 +333,12 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
         terms = [batch_loss(clips, m, rng, gen, parting=cfg.for_modality("parting_prob", m)) for m in modalities]
+        weights = [cfg.for_modality("world_weight", m) for m in modalities]
+        if sum(weights) == 0:
+            raise ValueError(f"world_weight {cfg.world_weight!r} gives every world of the data ({modalities}) 0")
         return {
-            "total": sum(t.total for t in terms) / len(terms),
+            # Normalised by the weights, so that equal weights are the plain mean and the learning rate keeps its scale.
+            "total": sum(w * t.total for w, t in zip(weights, terms, strict=True)) / sum(weights),
             "flow": sum(t.flow for t in terms) / len(terms),
             "load_balance": sum(t.load_balance for t in terms) / len(terms),
             "family": sum(t.family for t in terms) / len(terms),

@@ -191,6 +191,16 @@ def test_stage_settings_are_one_number_or_one_per_modality(tmp_path, name):
     assert (per.for_modality(name, "joints"), per.for_modality(name, "twist")) == (10.0, 0.0)
 
 
+def test_world_weight_is_one_number_or_one_per_world_and_never_negative(tmp_path):
+    (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
+    assert TrainConfig.load(tmp_path / "s.yaml").for_modality("world_weight", "twist") == 1.0
+    per = TrainConfig.load(tmp_path / "s.yaml", {"world_weight": {"joints": 2.5}})
+    assert (per.for_modality("world_weight", "joints"), per.for_modality("world_weight", "twist")) == (2.5, 1.0)
+    for bad in (-1.0, 0.0, {"joints": -0.5}):
+        with pytest.raises(ValueError, match="world_weight must be >= 0 and not all 0"):
+            TrainConfig.load(tmp_path / "s.yaml", {"world_weight": bad})
+
+
 def test_stage_yaml_base_loop_is_an_error(tmp_path):
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\nstage: vae\n")
@@ -320,6 +330,25 @@ def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone
     for off in (0.0, {"joints": 1.0}):
         cfg.parting_prob = off
         assert family_term() == 0.0
+
+
+def test_stage_three_weighs_each_worlds_loss_by_its_world_weight(recorded, backbone_dir, tmp_path):
+    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
+    stage = _stage(cfg)
+
+    def total(weight) -> float:
+        cfg.world_weight = weight
+        return stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["total"].item()
+
+    worlds = ("camera_pose", "joints", "twist")
+    alone = {w: total({o: float(o == w) for o in worlds}) for w in worlds}
+    assert len(set(alone.values())) == 3
+    assert total(1.0) == pytest.approx(np.mean(list(alone.values())), rel=1e-5)
+    assert total(4.0) == pytest.approx(total(1.0), rel=1e-5)  # only the ratios count
+    weighted = (2.5 * alone["joints"] + alone["twist"] + alone["camera_pose"]) / 4.5
+    assert total({"joints": 2.5}) == pytest.approx(weighted, rel=1e-5)
+    with pytest.raises(ValueError, match="gives every world of the data"):
+        total(dict.fromkeys(worlds, 0.0))
 
 
 def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_path):
