@@ -92,8 +92,8 @@ class TrainConfig:
     warp_weight: float | dict[str, float] = 0.0
     # Weight of the family term on family batches (see training.py; 0 is the paper's plain flow matching).
     family_weight: float = 0.0
-    # Stage 3, each world's share of the loss, relative (a mapping leaves the worlds it omits at 1): a
-    # world whose frames change little (the arm) gives the shared weights a smaller gradient than the others.
+    # Stage 3, each world's share of the loss, relative (a mapping leaves the worlds it omits at the default 1):
+    # a world whose frames change little (the arm) gives the shared weights a smaller gradient than the others.
     world_weight: float | dict[str, float] = 1.0
 
     @property
@@ -103,10 +103,10 @@ class TrainConfig:
 
     def for_modality(self, name: str, modality: str) -> float:
         """Setting `name` (`parting_prob`, `motion_weight`, `warp_weight` or `world_weight`) in `modality`'s
-        batches; a mapping gives the modalities it leaves out 0 (`world_weight`: 1)."""
+        batches; a mapping gives the modalities it leaves out the setting's default."""
         weight = getattr(self, name)
         if isinstance(weight, dict):
-            return float(weight.get(modality, 1.0 if name == "world_weight" else 0.0))
+            return float(weight.get(modality, self.__dataclass_fields__[name].default))
         return float(weight)
 
     @classmethod
@@ -120,7 +120,7 @@ class TrainConfig:
         if cfg.ablation is not None and cfg.ablation not in ABLATIONS:
             raise ValueError(f"{path}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
         weights = cfg.world_weight.values() if isinstance(cfg.world_weight, dict) else [cfg.world_weight]
-        if min(weights) < 0 or (not isinstance(cfg.world_weight, dict) and cfg.world_weight == 0):
+        if any(w < 0 for w in weights) or (not isinstance(cfg.world_weight, dict) and cfg.world_weight == 0):
             raise ValueError(f"{path}: world_weight must be >= 0 and not all 0, got {cfg.world_weight!r}")
         return cfg
 

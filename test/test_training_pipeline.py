@@ -196,6 +196,7 @@ def test_world_weight_is_one_number_or_one_per_world_and_never_negative(tmp_path
     assert TrainConfig.load(tmp_path / "s.yaml").for_modality("world_weight", "twist") == 1.0
     per = TrainConfig.load(tmp_path / "s.yaml", {"world_weight": {"joints": 2.5}})
     assert (per.for_modality("world_weight", "joints"), per.for_modality("world_weight", "twist")) == (2.5, 1.0)
+    assert TrainConfig.load(tmp_path / "s.yaml", {"world_weight": {}}).for_modality("world_weight", "twist") == 1.0
     for bad in (-1.0, 0.0, {"joints": -0.5}):
         with pytest.raises(ValueError, match="world_weight must be >= 0 and not all 0"):
             TrainConfig.load(tmp_path / "s.yaml", {"world_weight": bad})
