@@ -93,6 +93,7 @@ def _finish(
 
 def astra_block(
     block: WanTransformerBlock,
+    attn: WanAttention,
     adapter: nn.Linear,
     chunk: Stream,
     history: Stream | None,
@@ -100,9 +101,9 @@ def astra_block(
     block_causal: bool,
     cached: LayerKV | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, LayerKV | None]:
-    """Run one block. Returns the new chunk states, new history states (None when served from
-    `cached` or absent) and the history keys/values (for caching)."""
-    attn = block.attn1
+    """Run one block with self-attention `attn` (the block's own `attn1`, or a separate world's copy).
+    Returns the new chunk states, new history states (None when served from `cached` or absent) and the
+    history keys/values (for caching)."""
     c_in, c_mods = _self_attn_input(block, chunk)
     qc, kc, vc = _qkv(attn, c_in, chunk.rope)
 

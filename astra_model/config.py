@@ -196,6 +196,11 @@ class AstraConfig:
             (`astra_model.anchoring`); the model's latents are unchanged.
         anchor_tolerance: how far (grey levels of 255) a decoded pixel may move from the last true
             frame's reconstruction before that frame's detail fades out of it.
+        separate_worlds: modalities whose worlds run on their own copy of every weight Astra trains
+            (`astra_model.worlds`): training one of them never moves the others' model, nor theirs it.
+            A copy starts as the shared weights, so a new separate world computes what the shared model
+            does. A call's actions then come from one world: a separate modality alone, or only shared
+            ones (a call without actions runs the shared weights).
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -217,6 +222,7 @@ class AstraConfig:
     action_stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     fixed_camera: list[str] = field(default_factory=list)
     anchor_tolerance: float = 24.0
+    separate_worlds: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -333,6 +339,9 @@ class AstraConfig:
                 f"AstraConfig: fixed_camera must name modalities (unknown: {sorted(unknown)}) "
                 f"and anchor_tolerance must be > 0 (got {self.anchor_tolerance})"
             )
+        if not set(self.separate_worlds) <= set(self.modalities):
+            unknown = sorted(set(self.separate_worlds) - set(self.modalities))
+            raise ValueError(f"AstraConfig: separate_worlds must name modalities (unknown: {unknown})")
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)
             if missing:

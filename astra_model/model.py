@@ -19,6 +19,7 @@ from .config import AstraConfig
 from .history import History, HistoryEmbedder
 from .moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
 from .rope import grid_positions, moved, rotary_embedding
+from .worlds import TrainedWeights, world_of
 
 if TYPE_CHECKING:
     from .rollout import RolloutSession
@@ -75,6 +76,8 @@ class AstraWorldModel(nn.Module):
         adapters: one ACT-Adapter `Linear(dim, dim)` per block after self-attention, identity at start.
         history_embedder: patch embedders for the 1x / 2x / 4x history slots.
         moae: Mixture of Action Experts.
+        worlds: per modality of `config.separate_worlds`, its own copy of the trained weights above
+            (`astra_model.worlds`).
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class AstraWorldModel(nn.Module):
         self.gradient_checkpointing = False
         self.reset_adapters()
         self.history_embedder.init_from_patch_embedding(self.backbone.patch_embedding)
+        self.worlds = nn.ModuleDict({name: self.shared_weights().copy() for name in config.separate_worlds})
         self.set_trainable()
 
     # -- construction ------------------------------------------------------------------------------
@@ -109,14 +113,35 @@ class AstraWorldModel(nn.Module):
             adapter.weight.copy_(torch.eye(adapter.weight.shape[0]))
             adapter.bias.zero_()
 
+    @torch.no_grad()
+    def reset_worlds(self) -> None:
+        """Every separate world's weights set to the shared ones: the model then computes the same in
+        every world."""
+        shared = self.shared_weights().state_dict()
+        for weights in self.worlds.values():
+            weights.load_state_dict(shared)
+
     def set_trainable(self) -> None:
-        """Astra's split: self-attention, ACT-Adapters, history embedders and MoAE train; cross-attention,
-        FFN, modulation, patch embedding, head and VAE stay frozen."""
+        """Astra's split: self-attention, ACT-Adapters, history embedders and MoAE train (the shared ones
+        and every separate world's); cross-attention, FFN, modulation, patch embedding, head and VAE stay
+        frozen."""
         for name, param in self.backbone.named_parameters():
             param.requires_grad_(any(p in name for p in TRAINABLE_BACKBONE))
         self.vae.requires_grad_(False)
-        for module in (self.adapters, self.history_embedder, self.moae):
+        for module in (self.adapters, self.history_embedder, self.moae, self.worlds):
             module.requires_grad_(True)
+
+    def shared_weights(self) -> TrainedWeights:
+        """The shared trained weights, gathered as a separate world holds its own (the modules themselves,
+        not copies)."""
+        attn1 = nn.ModuleList(block.attn1 for block in self.backbone.blocks)
+        return TrainedWeights(attn1, self.adapters, self.history_embedder, self.moae)
+
+    def shared_names(self) -> dict[str, str]:
+        """Each separate world's parameter name -> the name of the shared parameter it copies."""
+        name_of = {id(p): n for n, p in self.named_parameters()}
+        shared = list(self.shared_weights().named_parameters())
+        return {f"worlds.{world}.{n}": name_of[id(p)] for world in self.worlds for n, p in shared}
 
     @classmethod
     def from_wan(cls, path: str | Path, **overrides: Any) -> AstraWorldModel:
@@ -206,16 +231,21 @@ class AstraWorldModel(nn.Module):
         chunk_x = self.backbone.patch_embedding(noisy_latents).flatten(2).transpose(1, 2)
         tokens_per_frame = chunk_x.shape[1] // f
 
+        # Weights: the shared ones, or a separate world's own.
+        world = world_of(actions, self.config.separate_worlds)
+        weights = self.worlds[world] if world is not None else self.shared_weights()
+        moae = weights.moae
+
         # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block
         # (scaled per token by its own state with `moae.content_gate`).
-        routed, lb_loss = self._route_actions(actions, f, b, action_mask, noisy_latents, history)
+        routed, lb_loss = self._route_actions(moae, actions, f, b, action_mask, noisy_latents, history)
 
         spatial = self.config.moae.spatial
         chunk_basis = spatial_basis(chunk_pos, h // 2, w // 2) if spatial else None
         hist_stream = hist_basis = None
         use_cache = kv_cache is not None and kv_cache.layers is not None
         if history is not None and not use_cache:
-            hist_x, hist_pos = self.history_embedder(history, self.config.history)
+            hist_x, hist_pos = weights.history_embedder(history, self.config.history)
             hist_basis = spatial_basis(hist_pos, h // 2, w // 2) if spatial else None
             h_mod = self._conditions(torch.zeros_like(timestep), text)[1] if block_causal else t_mod
             hist_stream = Stream(
@@ -223,23 +253,24 @@ class AstraWorldModel(nn.Module):
             )
         chunk_rope = _to(rotary_embedding(chunk_pos, head_dim), chunk_x)
         offsets = None
-        if routed is not None and self.moae.moves:
+        if routed is not None and moae.moves:
             latest = history.latents[:, :, -1] if history is not None else None
-            offsets = self.moae.motion_offsets(routed.chunk, h // 2, w // 2, latest)
+            offsets = moae.motion_offsets(routed.chunk, h // 2, w // 2, latest)
             chunk_rope = moved(chunk_rope, offsets, head_dim)
         chunk_stream = Stream(chunk_x, t_mod, None, chunk_rope)
 
         # Blocks.
         new_cache = []
-        for i, (block, adapter) in enumerate(zip(self.backbone.blocks, self.adapters, strict=True)):
+        blocks = zip(self.backbone.blocks, weights.attn1, weights.adapters, strict=True)
+        for i, (block, attn, adapter) in enumerate(blocks):
             if routed is not None:
-                per_frame = self.moae.block_embedding(i, routed.chunk)
+                per_frame = moae.block_embedding(i, routed.chunk)
                 embedding = at_tokens(per_frame.repeat_interleave(tokens_per_frame, dim=1), chunk_basis)
-                chunk_stream.action = self.moae.gated(i, embedding, chunk_stream.x)
+                chunk_stream.action = moae.gated(i, embedding, chunk_stream.x)
                 if hist_stream is not None:
-                    hist_stream.action = at_tokens(self._history_embedding(i, routed), hist_basis)
+                    hist_stream.action = at_tokens(self._history_embedding(moae, i, routed), hist_basis)
             cached = kv_cache.layers[i] if use_cache else None
-            args = (block, adapter, chunk_stream, hist_stream, context, block_causal, cached)
+            args = (block, attn, adapter, chunk_stream, hist_stream, context, block_causal, cached)
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 chunk_stream.x, hist_x, kv = torch.utils.checkpoint.checkpoint(astra_block, *args, use_reentrant=False)
             else:
@@ -268,7 +299,14 @@ class AstraWorldModel(nn.Module):
         return temb, proj.unflatten(1, (6, -1)), context
 
     def _route_actions(
-        self, actions, frames: int, batch: int, action_mask, like: torch.Tensor, history: History | None
+        self,
+        moae: MixtureOfActionExperts,
+        actions,
+        frames: int,
+        batch: int,
+        action_mask,
+        like: torch.Tensor,
+        history: History | None,
     ) -> tuple[RoutedActions | None, torch.Tensor]:
         zero = like.new_zeros(())
         if not actions:
@@ -276,9 +314,9 @@ class AstraWorldModel(nn.Module):
         validate_actions(actions, self.config, frames, read=True)
         grouped = {k: group_per_latent_frame(v.to(like.dtype), self.config) for k, v in actions.items()}
         keep = None if action_mask is None else action_mask.to(like.dtype).view(batch, 1, 1)
-        chunk_routed, lb_loss = self.moae.route(self.moae.encode(grouped, history_flag=0.0))
+        chunk_routed, lb_loss = moae.route(moae.encode(grouped, history_flag=0.0))
         hist_in, hist_tokens = self._history_commands(grouped, history)
-        hist_routed, _ = self.moae.route(self.moae.encode(hist_in, history_flag=1.0))
+        hist_routed, _ = moae.route(moae.encode(hist_in, history_flag=1.0))
         if keep is not None:
             # Dropped samples get no action embedding at all: the action-free model is the plain backbone path.
             for item in (*chunk_routed, *hist_routed):
@@ -298,8 +336,8 @@ class AstraWorldModel(nn.Module):
         h, w = history.latents.shape[-2:]
         return inputs, [self.history_embedder.group_tokens(s, h, w) for s in scales]
 
-    def _history_embedding(self, block: int, routed: RoutedActions) -> torch.Tensor:
-        per_group = self.moae.block_embedding(block, routed.history)  # [B, G or 1, dim]
+    def _history_embedding(self, moae: MixtureOfActionExperts, block: int, routed: RoutedActions) -> torch.Tensor:
+        per_group = moae.block_embedding(block, routed.history)  # [B, G or 1, dim]
         if routed.history_tokens is None:
             return per_group
         tokens = torch.tensor(routed.history_tokens, device=per_group.device)

@@ -282,22 +282,29 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
         vae = _load_vae(cfg.init_from)
         config = _model_config(cfg).replace(vae={k: v for k, v in vae.config.items() if not k.startswith("_")})
         model = AstraWorldModel(config, vae=vae)
+        seed_frame = None
         # Action-free video continuation: the whole transformer and the history embedders learn.
         model.requires_grad_(False)
         model.backbone.requires_grad_(True)
         model.history_embedder.requires_grad_(True)
     else:
         base = AstraWorldModel.from_pretrained(cfg.init_from)
-        # The statistics are those of this stage's data, as the model will read it (`cfg.model` may change how).
+        # The statistics are those of this stage's data, as the model will read it (`cfg.model` may change how);
+        # a modality this stage has no data for (one world trained alone) keeps the base's.
         config = _apply_ablation(base.config.replace(**{"action_stats": {}, **cfg.model}), cfg.ablation)
-        config = config.replace(action_stats=action_stats(train_eps, config))
+        stats = action_stats(train_eps, config)
+        kept = {m: s for m, s in base.config.action_stats.items() if m in config.modalities and m not in stats}
+        config = config.replace(action_stats={**kept, **stats})
         model = AstraWorldModel(config, backbone=base.backbone, vae=base.vae)
         model.history_embedder.load_state_dict(base.history_embedder.state_dict())
+        model.reset_worlds()
         model.set_trainable()
+        seed_frame = base.seed_frame
     # The default start frame of `astra-rollout` comes from a world of the model's first modality, which is
-    # the one its demo command drives.
+    # the one its demo command drives (the base's when this stage has no data of that world).
     first = next(iter(config.modalities))
-    model.seed_frame = next((ep for ep in train_eps if first in ep.actions), train_eps[0]).frames[0]
+    firsts = [ep.frames[0] for ep in train_eps if first in ep.actions]
+    model.seed_frame = firsts[0] if firsts else (seed_frame if seed_frame is not None else train_eps[0].frames[0])
     model.to(device).train()
     if device.type == "cuda":
         model.gradient_checkpointing = True
@@ -407,16 +414,23 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     """Copy into `module`'s trainable parameters the tensors of the same name and shape saved in
     `directory` (a checkpoint's `trainable.safetensors`, else a model's `model.safetensors`); returns the
     names left as initialised. An encoder saved before its modality joined `command_targets` is widened
-    (`encoder_with_targets`). Raises ValueError when nothing matches."""
+    (`encoder_with_targets`). A separate world's weight that `directory` lacks (its world was shared
+    there) starts from the shared weight it copies. Raises ValueError when nothing matches."""
     file = directory / "trainable.safetensors"
     weights = load_file(str(file if file.is_file() else directory / WEIGHTS_NAME))
     params = _trainable(module)
     config = getattr(module, "config", None)
     for modality in getattr(config, "command_targets", []):
-        name = f"moae.encoders.{modality}.weight"
-        if name in weights and name in params and weights[name].shape != params[name].shape:
-            weights[name] = encoder_with_targets(weights[name], config.modalities[modality], config.stacked_frames)
-            print(f"warm start: {name} widened to read {modality}'s targets, their columns zero")
+        for name in [n for n in weights if n.endswith(f"moae.encoders.{modality}.weight")]:
+            if name in params and weights[name].shape != params[name].shape:
+                weights[name] = encoder_with_targets(weights[name], config.modalities[modality], config.stacked_frames)
+                print(f"warm start: {name} widened to read {modality}'s targets, their columns zero")
+    shared_names = module.shared_names() if hasattr(module, "shared_names") else {}
+    from_shared = [n for n, shared in shared_names.items() if n not in weights and shared in weights]
+    for name in from_shared:
+        weights[name] = weights[shared_names[name]]
+    if from_shared:
+        print(f"warm start: {len(from_shared)} tensors of separate worlds start from the shared weights they copy")
     matched = [n for n, p in params.items() if n in weights and weights[n].shape == p.shape]
     if not matched:
         raise ValueError(f"{directory}: no trainable parameter of this stage has a tensor of its name and shape there")

@@ -155,10 +155,10 @@ def test_datagen_refuses_branches_of_episodes_too_short_to_part(tmp_path, capsys
     assert not (tmp_path / "mobile").exists()
 
 
-def _config(recorded, tmp_path, name: str, **fields) -> TrainConfig:
+def _config(recorded, tmp_path, name: str, domain: str = "*", **fields) -> TrainConfig:
     data = {
-        "train": [str(recorded / "train/*/seed_*")],
-        "val": [str(recorded / "val/*/seed_*")],
+        "train": [str(recorded / f"train/{domain}/seed_*")],
+        "val": [str(recorded / f"val/{domain}/seed_*")],
         "action_topics": ACTION_TOPICS,
         "joint_names": JOINTS,
         "cache_dir": str(tmp_path / "cache"),
@@ -285,6 +285,23 @@ def test_stage_three_warm_starts_from_a_trained_run_and_leaves_new_heads_fresh(
         assert not stage.module.moae.local_motion.net[-1].weight.any()  # the new head still moves nothing
     with pytest.raises(ValueError, match="no trainable parameter of this stage has a tensor of its name and shape"):
         warm_start(stage.module, Path(vae_dir).parent / "checkpoints/step_0000002")
+
+
+def test_a_separate_world_trained_alone_leaves_the_shared_model_bit_exact(recorded, backbone_dir, tmp_path):
+    base_dir = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    arm_cfg = _config(
+        recorded, tmp_path, "arm", domain="arm", stage="astra", init_from=str(base_dir), warm_start=str(base_dir),
+        model={"separate_worlds": ["joints"]}, lr=1e-2,
+    )  # fmt: skip
+    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(train(arm_cfg))
+    trained = dict(after.named_parameters())
+    for name, param in base.named_parameters():
+        assert torch.equal(trained[name], param), name
+    copies = after.shared_names()
+    assert any(not torch.equal(trained[world], trained[shared]) for world, shared in copies.items())
+    # The worlds this stage had no data for keep their statistics and the demo's start frame.
+    assert after.config.action_stats == base.config.action_stats
+    assert np.array_equal(after.seed_frame, base.seed_frame)
 
 
 def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backbone_dir, tmp_path):
