@@ -46,5 +46,12 @@ $PY -m astra_model.train config/train_astra_arm_view.yaml --resume \
 $PY -m astra_model.train config/train_astra_targets_all.yaml --resume \
   --set out_dir=$RUN/astra_targets_all init_from=$RUN/backbone/final \
   warm_start=$RUN/astra_arm_view/final steps=$(steps config/train_astra_targets_all.yaml)
+# Run 12: the arm's and then the camera's world on their own weights, each trained on its own bags.
+$PY -m astra_model.train config/train_astra_arm_world.yaml --resume \
+  --set out_dir=$RUN/astra_arm_world init_from=$RUN/astra_targets_all/final \
+  warm_start=$RUN/astra_targets_all/final steps=$(steps config/train_astra_arm_world.yaml)
+$PY -m astra_model.train config/train_astra_camera_world.yaml --resume \
+  --set out_dir=$RUN/astra_camera_world init_from=$RUN/astra_arm_world/final \
+  warm_start=$RUN/astra_arm_world/final steps=$(steps config/train_astra_camera_world.yaml)
 # The shipped config.json then sets "guidance_scale": 1.5, chosen on tuning seeds (see the model card).
-echo "trained: $RUN/astra_targets_all/final"
+echo "trained: $RUN/astra_camera_world/final"
