@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Train the shipped demo world model (run 11) from scratch with the project's own commands:
+# Train the shipped demo world model (run 12) from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the VAE
-# without temporal compression, the action-free backbone, and stage 3 in five runs: train_astra.yaml,
+# without temporal compression, the action-free backbone, and stage 3 in eight runs: train_astra.yaml,
 # stopped at step 2250 of its 3000-step schedule, then train_astra_local.yaml warm-started from there
 # (relative joint commands and the local motion head), then train_astra_local_more.yaml warm-started from
 # that run's final weights (fresh optimizer, half the batches at partings), then train_astra_arm_view.yaml from
 # that one's (the same recipe again, run 10), then train_astra_targets_all.yaml from run 10's (joint targets read
-# beside their changes, every arm batch at a parting, run 11). Step counts are the model card's. One difference: the shipped
-# model's stages 1-2 and first stage-3 runs saw the arm world before session 13 moved its camera closer; the
-# worlds recorded here show today's view in every stage.
+# beside their changes, every arm batch at a parting, run 11), then train_astra_arm_world.yaml and
+# train_astra_camera_world.yaml (the arm's and the camera's worlds on their own weights, run 12). Step
+# counts are the model card's. One difference: the shipped model's stages 1-2 and first stage-3 runs saw
+# the arm world before session 13 moved its camera closer; the worlds recorded here show today's view in
+# every stage.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,11 @@ RUN=${1:-runs/demo}
 SCALE=${STEPS_SCALE:-1}
 scaled() { $PY -c "print(max(2, int($1 * $SCALE)))"; }
 steps() { scaled "$($PY -c "import yaml; print(yaml.safe_load(open('$1'))['steps'])")"; }
+# Stage 3 continued under config/$1.yaml into $RUN/$2: frozen parts from $3, trainable weights from $4.
+continued() {
+  $PY -m astra_model.train "config/$1.yaml" --resume \
+    --set out_dir=$RUN/$2 init_from=$3 warm_start=$4 steps=$(steps "config/$1.yaml")
+}
 
 [ -d data/train ] || $PY -m astra_ros.datagen --episodes 48 --frames 81 --seed 0 --out data/train
 [ -d data/branched ] || $PY -m astra_ros.datagen --episodes 48 --frames 81 --seed 0 --branches 3 --out data/branched
@@ -34,24 +41,14 @@ $PY -m astra_model.train config/train_astra.yaml --resume \
 mkdir -p $RUN/astra3000 && cp -rn $RUN/astra/checkpoints $RUN/astra3000/
 $PY -m astra_model.train config/train_astra.yaml --resume \
   --set out_dir=$RUN/astra3000 init_from=$RUN/backbone/final steps=$(scaled 3000) stop_at=$(scaled 2250)
-$PY -m astra_model.train config/train_astra_local.yaml --resume \
-  --set out_dir=$RUN/astra_local init_from=$RUN/backbone/final \
-  warm_start=$RUN/astra3000/checkpoints/step_$(printf %07d $(scaled 2250)) steps=$(steps config/train_astra_local.yaml)
-$PY -m astra_model.train config/train_astra_local_more.yaml --resume \
-  --set out_dir=$RUN/astra_local_more init_from=$RUN/backbone/final \
-  warm_start=$RUN/astra_local/final steps=$(steps config/train_astra_local_more.yaml)
-$PY -m astra_model.train config/train_astra_arm_view.yaml --resume \
-  --set out_dir=$RUN/astra_arm_view init_from=$RUN/backbone/final \
-  warm_start=$RUN/astra_local_more/final steps=$(steps config/train_astra_arm_view.yaml)
-$PY -m astra_model.train config/train_astra_targets_all.yaml --resume \
-  --set out_dir=$RUN/astra_targets_all init_from=$RUN/backbone/final \
-  warm_start=$RUN/astra_arm_view/final steps=$(steps config/train_astra_targets_all.yaml)
-# Run 12: the arm's and then the camera's world on their own weights, each trained on its own bags.
-$PY -m astra_model.train config/train_astra_arm_world.yaml --resume \
-  --set out_dir=$RUN/astra_arm_world init_from=$RUN/astra_targets_all/final \
-  warm_start=$RUN/astra_targets_all/final steps=$(steps config/train_astra_arm_world.yaml)
-$PY -m astra_model.train config/train_astra_camera_world.yaml --resume \
-  --set out_dir=$RUN/astra_camera_world init_from=$RUN/astra_arm_world/final \
-  warm_start=$RUN/astra_arm_world/final steps=$(steps config/train_astra_camera_world.yaml)
+continued train_astra_local astra_local $RUN/backbone/final \
+  $RUN/astra3000/checkpoints/step_$(printf %07d $(scaled 2250))
+continued train_astra_local_more astra_local_more $RUN/backbone/final $RUN/astra_local/final
+continued train_astra_arm_view astra_arm_view $RUN/backbone/final $RUN/astra_local_more/final
+continued train_astra_targets_all astra_targets_all $RUN/backbone/final $RUN/astra_arm_view/final
+# Run 12: the arm's and then the camera's world on their own weights, each trained on its own bags. These
+# start from the run before (init_from too): a stage without a world's bags keeps that world's statistics.
+continued train_astra_arm_world astra_arm_world $RUN/astra_targets_all/final $RUN/astra_targets_all/final
+continued train_astra_camera_world astra_camera_world $RUN/astra_arm_world/final $RUN/astra_arm_world/final
 # The shipped config.json then sets "guidance_scale": 1.5, chosen on tuning seeds (see the model card).
 echo "trained: $RUN/astra_camera_world/final"
