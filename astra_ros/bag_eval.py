@@ -14,7 +14,7 @@ compared with the recorded frames at the same times, and so are those of the cop
 baseline (the last seed frame repeated). Metrics: :mod:`astra_ros.eval_metrics`.
 
 Model modalities without an action topic are left out of the conditioning (the model accepts any
-subset of its modalities).
+subset of its modalities, except that a modality of its ``separate_worlds`` comes alone).
 
 Start frames: ``--spacing S`` starts at ``history, history + S, ...`` (at most ``--rollouts``).
 Without it the rollouts are spread evenly over the episode, at least one horizon apart so that
@@ -53,6 +53,7 @@ from tqdm import tqdm
 
 from astra_model import AstraConfig, AstraWorldModel
 from astra_model.checkpoint import CheckpointError, read_config
+from astra_model.worlds import world_of
 from astra_ros import demo_model_path
 from astra_ros.action_conversion import ACTION_MSG_TYPES, MODALITIES, normalize_type_name
 from astra_ros.bag_export import PREDICTED_TOPIC, export_bag
@@ -277,10 +278,24 @@ def resolve_checkpoint(checkpoint: Path | None) -> Path:
 def resolve_action_topics(options: EvalOptions, config: AstraConfig) -> dict[str, str]:
     """Modality -> topic: the given ones (checked against the model), else the defaults found in the bag."""
     if options.action_topics is not None:
-        unknown = [m for m in options.action_topics if m not in config.modalities]
-        if unknown:
-            raise EvalError(f"the model takes no {unknown[0]!r} actions; it takes {', '.join(config.modalities)}")
-        return dict(options.action_topics)
+        found = _given_action_topics(options, config)
+    else:
+        found = _default_action_topics(options, config)
+    try:
+        world_of(found, config.separate_worlds)
+    except ValueError as err:
+        raise EvalError(f"{err}; pick one world's topics with --action-topic MODALITY=TOPIC") from err
+    return found
+
+
+def _given_action_topics(options: EvalOptions, config: AstraConfig) -> dict[str, str]:
+    unknown = [m for m in options.action_topics if m not in config.modalities]
+    if unknown:
+        raise EvalError(f"the model takes no {unknown[0]!r} actions; it takes {', '.join(config.modalities)}")
+    return dict(options.action_topics)
+
+
+def _default_action_topics(options: EvalOptions, config: AstraConfig) -> dict[str, str]:
     topics = bag_topics(options.bag)
     defaults = {m: DEFAULT_ACTION_TOPICS[m] for m in config.modalities if m in DEFAULT_ACTION_TOPICS}
     found = {

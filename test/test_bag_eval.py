@@ -380,6 +380,20 @@ def test_default_action_topics_are_found_in_the_bag(tmp_path: Path) -> None:
         resolve_action_topics(EvalOptions(bag, tmp_path, action_topics={"joints": "/j"}), config)
 
 
+def test_action_topics_of_two_worlds_are_refused_for_a_model_with_separate_worlds(tmp_path: Path) -> None:
+    bag = tmp_path / "two_worlds"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.add_connection("/cmd_vel", "geometry_msgs/msg/Twist", typestore=TS)
+        writer.add_connection("/joint_commands", "sensor_msgs/msg/JointState", typestore=TS)
+    shared = AstraConfig.preset("tiny")
+    assert set(resolve_action_topics(EvalOptions(bag, tmp_path / "out"), shared)) == {"twist", "joints"}
+    separate = shared.replace(separate_worlds=["joints"])
+    with pytest.raises(EvalError, match=r"'joints' runs on its own weights.*pick one world's topics"):
+        resolve_action_topics(EvalOptions(bag, tmp_path / "out"), separate)
+    one = EvalOptions(bag, tmp_path / "out", action_topics={"joints": "/joint_commands"})
+    assert resolve_action_topics(one, separate) == {"joints": "/joint_commands"}
+
+
 def test_existing_output_bag_is_not_overwritten(
     small_bag: Path, tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture
 ) -> None:
