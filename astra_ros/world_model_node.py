@@ -287,11 +287,29 @@ class WorldModelNode(Node):
         return {modality: actions for modality, actions in sampled.items() if actions is not None}
 
     def _on_command(self, modality: str, topic: str, msg: Any) -> None:
+        other = self._other_world(modality)
+        if other is not None:
+            self._reject(
+                topic,
+                f"this episode is driven by {other!r} commands, and the model runs {modality!r} and {other!r} on "
+                "separate weights (separate_worlds); call reset to drive another world",
+            )
+            return
         try:
             value = msg_to_action(modality, msg, joint_names=self.joint_names)
             self.channels[modality].push(self._command_stamp(topic, msg), value)
         except (ActionConversionError, OutOfOrderError) as err:
             self._reject(topic, str(err))
+
+    def _other_world(self, modality: str) -> str | None:
+        """A modality commanded since the last reset whose world's weights are not `modality`'s, if any:
+        a chunk of a `separate_worlds` model takes one world's commands."""
+        separate = self.model.config.separate_worlds
+        for other, channel in self.channels.items():
+            apart = modality in separate or other in separate
+            if other != modality and apart and channel.last_stamp_ns is not None:
+                return other
+        return None
 
     def _command_stamp(self, topic: str, msg: Any) -> int:
         now = self.clock.now_ns()

@@ -364,6 +364,27 @@ def test_bad_start_up_parameters_stop_the_node_with_a_reason(
         )
 
 
+def test_a_separate_world_is_driven_alone_until_a_reset(ros: Harness, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = AstraWorldModel(AstraConfig.preset("tiny").replace(separate_worlds=["joints"]))
+    model.seed_frame = np.zeros((SIZE, SIZE, 3), np.uint8)
+    model.save_pretrained(tmp_path)
+    node = WorldModelNode(context=ros.context, namespace=f"{NAMESPACE}/worlds", parameter_overrides=overrides(tmp_path))
+    try:
+        joints = joint_state(["joint1", "joint2", "joint3", "joint4"])
+        node._on_command("twist", "cmd_vel", twist())
+        node._on_command("camera_pose", "camera_pose_cmd", PoseStamped())  # shares the weights of twist
+        node._on_command("joints", "joint_command", joints)
+        assert (node.rejected["cmd_vel"], node.rejected["camera_pose_cmd"], node.rejected["joint_command"]) == (0, 0, 1)
+        assert node.channels["joints"].last_stamp_ns is None  # the refused command was not kept
+        assert node._on_reset(Reset.Request(seed=-1), Reset.Response()).success
+        node._on_command("joints", "joint_command", joints)
+        node._on_command("twist", "cmd_vel", twist())
+        assert (node.rejected["joint_command"], node.rejected["cmd_vel"]) == (1, 1)
+    finally:
+        node.destroy_node()
+
+
 def test_pause_and_resume(ros: Harness) -> None:
     assert ros.probe.call(Trigger, srv("pause"), Trigger.Request()).success
     time.sleep(0.3)  # a frame already being published may still arrive
