@@ -282,7 +282,6 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
         vae = _load_vae(cfg.init_from)
         config = _model_config(cfg).replace(vae={k: v for k, v in vae.config.items() if not k.startswith("_")})
         model = AstraWorldModel(config, vae=vae)
-        seed_frame = None
         # Action-free video continuation: the whole transformer and the history embedders learn.
         model.requires_grad_(False)
         model.backbone.requires_grad_(True)
@@ -299,12 +298,12 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
         model.history_embedder.load_state_dict(base.history_embedder.state_dict())
         model.reset_worlds()
         model.set_trainable()
-        seed_frame = base.seed_frame
+        model.seed_frame = base.seed_frame
     # The default start frame of `astra-rollout` comes from a world of the model's first modality, which is
     # the one its demo command drives (the base's when this stage has no data of that world).
     first = next(iter(config.modalities))
-    firsts = [ep.frames[0] for ep in train_eps if first in ep.actions]
-    model.seed_frame = firsts[0] if firsts else (seed_frame if seed_frame is not None else train_eps[0].frames[0])
+    own = next((ep.frames[0] for ep in train_eps if first in ep.actions), None)
+    model.seed_frame = next(f for f in (own, model.seed_frame, train_eps[0].frames[0]) if f is not None)
     model.to(device).train()
     if device.type == "cuda":
         model.gradient_checkpointing = True

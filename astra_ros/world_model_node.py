@@ -58,6 +58,7 @@ from std_srvs.srv import Trigger
 
 from astra_model import AstraWorldModel
 from astra_model.checkpoint import CheckpointError
+from astra_model.worlds import world_of
 from astra_ros import demo_model_path, node_params
 from astra_ros.action_conversion import ActionConversionError, msg_to_action
 from astra_ros.frame_pipeline import (
@@ -287,29 +288,19 @@ class WorldModelNode(Node):
         return {modality: actions for modality, actions in sampled.items() if actions is not None}
 
     def _on_command(self, modality: str, topic: str, msg: Any) -> None:
-        other = self._other_world(modality)
-        if other is not None:
-            self._reject(
-                topic,
-                f"this episode is driven by {other!r} commands, and the model runs {modality!r} and {other!r} on "
-                "separate weights (separate_worlds); call reset to drive another world",
-            )
+        # A chunk of a `separate_worlds` model takes one world's commands: the first world commanded since
+        # the last reset drives the episode.
+        commanded = {m for m, channel in self.channels.items() if channel.last_stamp_ns is not None}
+        try:
+            world_of(dict.fromkeys({*commanded, modality}), self.model.config.separate_worlds)
+        except ValueError as err:
+            self._reject(topic, f"{err} (this episode is driven by {sorted(commanded)}); call reset to switch worlds")
             return
         try:
             value = msg_to_action(modality, msg, joint_names=self.joint_names)
             self.channels[modality].push(self._command_stamp(topic, msg), value)
         except (ActionConversionError, OutOfOrderError) as err:
             self._reject(topic, str(err))
-
-    def _other_world(self, modality: str) -> str | None:
-        """A modality commanded since the last reset whose world's weights are not `modality`'s, if any:
-        a chunk of a `separate_worlds` model takes one world's commands."""
-        separate = self.model.config.separate_worlds
-        for other, channel in self.channels.items():
-            apart = modality in separate or other in separate
-            if other != modality and apart and channel.last_stamp_ns is not None:
-                return other
-        return None
 
     def _command_stamp(self, topic: str, msg: Any) -> int:
         now = self.clock.now_ns()
