@@ -50,5 +50,6 @@ continued train_astra_targets_all astra_targets_all $RUN/backbone/final $RUN/ast
 # start from the run before (init_from too): a stage without a world's bags keeps that world's statistics.
 continued train_astra_arm_world astra_arm_world $RUN/astra_targets_all/final $RUN/astra_targets_all/final
 continued train_astra_camera_world astra_camera_world $RUN/astra_arm_world/final $RUN/astra_arm_world/final
-# The shipped config.json then sets "guidance_scale": 1.5, chosen on tuning seeds (see the model card).
+# The shipped config.json then sets the sampler's "guidance_scale": 1.5 and "steps": 3, chosen on tuning
+# seeds (see the model card).
 echo "trained: $RUN/astra_camera_world/final"
