@@ -35,9 +35,14 @@ def save_model(model: AstraWorldModel, directory: str | Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(out / WEIGHTS_NAME), metadata={"format": FORMAT})
-    (out / CONFIG_NAME).write_text(json.dumps({"format": FORMAT, "config": model.config.to_dict()}, indent=2))
+    write_config(model.config, out)
     if model.seed_frame is not None:
         iio.imwrite(out / SEED_FRAME_NAME, model.seed_frame)
+
+
+def write_config(config: AstraConfig, directory: str | Path) -> None:
+    """`config.json` of a model folder (also to change a saved model's settings, e.g. its sampler)."""
+    (Path(directory) / CONFIG_NAME).write_text(json.dumps({"format": FORMAT, "config": config.to_dict()}, indent=2))
 
 
 def read_config(directory: str | Path) -> AstraConfig:

@@ -51,11 +51,9 @@ continued train_astra_targets_all astra_targets_all $RUN/backbone/final $RUN/ast
 continued train_astra_arm_world astra_arm_world $RUN/astra_targets_all/final $RUN/astra_targets_all/final
 continued train_astra_camera_world astra_camera_world $RUN/astra_arm_world/final $RUN/astra_arm_world/final
 # The sampler the shipped model uses, chosen on tuning seeds after training (see the model card).
-$PY - "$RUN/astra_camera_world/final/config.json" <<'SAMPLER'
-import json, sys
-path = sys.argv[1]
-saved = json.load(open(path))
-saved["config"]["sampler"].update(guidance_scale=1.5, steps=3)
-json.dump(saved, open(path, "w"), indent=2)
+$PY - "$RUN/astra_camera_world/final" <<'SAMPLER'
+import sys
+from astra_model.checkpoint import read_config, write_config
+write_config(read_config(sys.argv[1]).replace(sampler={"guidance_scale": 1.5, "steps": 3}), sys.argv[1])
 SAMPLER
 echo "trained: $RUN/astra_camera_world/final"
