@@ -201,6 +201,10 @@ class AstraConfig:
             A copy starts as the shared weights, so a new separate world computes what the shared model
             does. A call's actions then come from one world: a separate modality alone, or only shared
             ones (a call without actions runs the shared weights).
+        predict_change: separate worlds whose chunks are denoised as their change since the latest
+            history frame (`chunk latents - latest latents`), which a rollout adds back. A fixed
+            camera's next frames are mostly its last one: the model then need not carry the still
+            scene through attention, and all of its error is the mover's, which the commands decide.
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -223,6 +227,7 @@ class AstraConfig:
     fixed_camera: list[str] = field(default_factory=list)
     anchor_tolerance: float = 24.0
     separate_worlds: list[str] = field(default_factory=list)
+    predict_change: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -342,6 +347,9 @@ class AstraConfig:
         if not set(self.separate_worlds) <= set(self.modalities):
             unknown = sorted(set(self.separate_worlds) - set(self.modalities))
             raise ValueError(f"AstraConfig: separate_worlds must name modalities (unknown: {unknown})")
+        if not set(self.predict_change) <= set(self.separate_worlds):
+            unknown = sorted(set(self.predict_change) - set(self.separate_worlds))
+            raise ValueError(f"AstraConfig: predict_change must name separate_worlds (not: {unknown})")
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)
             if missing:

@@ -284,6 +284,18 @@ class AstraWorldModel(nn.Module):
         # Head, on chunk tokens only.
         return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, offsets)
 
+    def change_reference(
+        self, actions: Mapping[str, torch.Tensor] | None, history: History | None
+    ) -> torch.Tensor | None:
+        """What the chunk a call with `actions` denoises is relative to: in a `config.predict_change`
+        world the latest history frame's latents `[B, C, 1, h, w]` (pass the clean history), else None."""
+        world = world_of(actions, self.config.separate_worlds)
+        if world not in self.config.predict_change:
+            return None
+        if history is None:
+            raise ValueError(f"predict_change: the {world!r} world denoises a change, which needs a history")
+        return history.latents[:, :, -1:]
+
     # -- forward helpers ---------------------------------------------------------------------------
     def _text_context(self, text_embeds: torch.Tensor | None, batch: int) -> torch.Tensor:
         if text_embeds is None:

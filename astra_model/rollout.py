@@ -208,6 +208,9 @@ class RolloutSession:
             return self.model(x, t, batch_acts or None, hist, action_mask=mask, kv_cache=cache).velocity
 
         latents = sample_chunk(velocity, noise, steps or cfg.sampler.steps, cfg.sampler.shift, scale, bool(acts))
+        reference = self.model.change_reference(acts, history)
+        if reference is not None:
+            latents = latents + reference
         video = self.state.vae.decode(latents)
         if commanded and set(commanded) <= set(cfg.fixed_camera):
             video = self.state.anchor.apply(video, cfg.anchor_tolerance)

@@ -1,7 +1,8 @@
 """Training helpers: Astra's flow-matching objective with noise-augmented history and action dropout.
 
 - Flow matching: `x_t = (1 - sigma) * x0 + sigma * noise`, target velocity `noise - x0`, timestep
-  `1000 * sigma` with sigma drawn uniformly and shifted like the sampler's grid.
+  `1000 * sigma` with sigma drawn uniformly and shifted like the sampler's grid. `x0` is the chunk's
+  clean latents, or in a `predict_change` world their change since the latest (clean) history frame.
 - Noise augmentation: with probability `noise_aug.prob` a sample's 1x history slots (first and latest
   frame) are noised to a random sigma in `[sigma_min, sigma_max]`. The model is not told the level, so
   it learns not to copy the history ("visual inertia").
@@ -110,7 +111,9 @@ def flow_matching_loss(
     sigma = shift_sigma(torch.rand(n, generator=generator), cfg.sampler.shift).to(target_latents).expand(b)
     noise = torch.randn((n, *target_latents.shape[1:]), generator=generator).to(target_latents)
     s = sigma.view(b, 1, 1, 1, 1)
-    noisy = (1 - s) * target_latents + s * noise
+    reference = model.change_reference(actions, history)
+    clean = target_latents if reference is None else target_latents - reference
+    noisy = (1 - s) * clean + s * noise
     weights = motion_weights(target_latents, history, motion_weight) if family and motion_weight > 0 else None
     latest = history.latents[:, :, -1] if history is not None else None  # clean: the warp follows the world
     if history is not None and noise_augmentation:
@@ -119,7 +122,7 @@ def flow_matching_loss(
     if actions and action_dropout:
         mask = (torch.rand(b, generator=generator) >= cfg.action_dropout).to(target_latents.device)
     out = (forward or model)(noisy, sigma * 1000, actions, history, action_mask=mask)
-    residual = out.velocity.float() - (noise - target_latents).float()
+    residual = out.velocity.float() - (noise - clean).float()
     squared = residual.square()
     flow = squared.mean()
     weighted = flow if weights is None else (weights * squared).mean()

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from scipy.stats import binomtest
 from tqdm import tqdm
 
 from astra_model import AstraWorldModel
@@ -167,6 +168,13 @@ def pair_figure(examples: dict[str, ActionPair]) -> Figure:
     return figure
 
 
+def following_interval(followed: int, pairs: int, confidence: float = 0.95) -> list[float]:
+    """Wilson score interval of the fraction of pairs followed: with 20 pairs, 15 followed is consistent
+    with anything from about 53% to 89%, which the bare fraction does not say."""
+    ci = binomtest(followed, pairs).proportion_ci(confidence_level=confidence, method="wilson")
+    return [round(float(ci.low), 4), round(float(ci.high), 4)]
+
+
 def _pooled_psnr(mse: np.ndarray) -> list[float]:
     """PSNR (dB) of mean squared errors, capped like the per-frame PSNR."""
     return np.minimum(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10)), PSNR_CAP_DB).round(4).tolist()
@@ -196,12 +204,15 @@ def evaluate(
         results = [action_pair(model, domain, s, size, sampling) for s in tqdm(pair_seeds, desc=f"{domain} pairs")]
         examples[domain] = results[0]
         beats = [m > c for m, c in zip(table["model_psnr"], table["copy_psnr"], strict=True)]
-        following = float(np.mean([r.followed() for r in results]))
+        followed = sum(r.followed() for r in results)
         predicted, true = np.mean([r.spreads() for r in results], axis=0)
         report[domain] = {
             **table,
             "beats_copy_psnr_at_horizon": beats,
-            "action_following": following,
+            "action_following": followed / len(results),
+            "pairs_followed": followed,
+            "pairs": len(results),
+            "action_following_ci95": following_interval(followed, len(results)),
             "pair_prediction_mse": round(float(predicted), 4),
             "pair_truth_mse": round(float(true), 4),
             "pair_response": round(float(predicted / max(true, 1e-12)), 4),
@@ -222,13 +233,14 @@ def markdown(report: dict) -> str:
             lines.append(f"| {domain} | {h} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| domain | action following (pairs followed) | MSE between the two predictions "
+        "| domain | action following (pairs followed) | 95% interval (Wilson) | MSE between the two predictions "
         "| MSE between the two true rollouts | response |",
-        "|---|---|---|---|---|",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {d} | {r['action_following']:.0%} | {r['pair_prediction_mse']:.1f} | {r['pair_truth_mse']:.1f} "
-        f"| {r['pair_response']:.3f} |"
+        f"| {d} | {r['action_following']:.0%} ({r['pairs_followed']} of {r['pairs']}) "
+        f"| {r['action_following_ci95'][0]:.0%}-{r['action_following_ci95'][1]:.0%} "
+        f"| {r['pair_prediction_mse']:.1f} | {r['pair_truth_mse']:.1f} | {r['pair_response']:.3f} |"
         for d, r in report.items()
     ]
     return "\n".join(lines) + "\n"

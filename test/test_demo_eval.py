@@ -18,6 +18,7 @@ from astra_ros.demo_eval import (
     _pooled_psnr,
     _seed_context,
     evaluate,
+    following_interval,
     main,
     markdown,
     reconstruction,
@@ -42,6 +43,7 @@ def test_report_scores_every_domain_horizon_and_the_copy_baseline():
     for domain, pair in examples.items():
         assert pair.truths.shape == pair.preds.shape == (2, 4, 32, 32, 3)
         assert report[domain]["action_following"] == float(pair.followed())
+        assert report[domain]["pairs_followed"] == int(pair.followed()) and report[domain]["pairs"] == 1
         predicted, true = pair.spreads()
         assert report[domain]["pair_prediction_mse"] == round(predicted, 4)
         assert report[domain]["pair_truth_mse"] == round(true, 4)
@@ -122,3 +124,14 @@ def test_cli_evaluates_only_the_domains_asked_for(tmp_path, cli_paths):
     report = json.loads((tmp_path / "eval" / "demo_eval.json").read_text())
     assert list(report) == ["arm"]
     assert "| mobile |" not in (tmp_path / "eval" / "demo_eval.md").read_text()
+
+
+def test_following_interval_is_the_wilson_score_interval():
+    z = 1.959963984540054  # the normal quantile of 0.975
+    for k, n in ((15, 20), (0, 20), (20, 20), (28, 30)):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        np.testing.assert_allclose(following_interval(k, n), [centre - half, centre + half], atol=1e-4)
+    low, high = following_interval(15, 20)
+    assert (round(low, 2), round(high, 2)) == (0.53, 0.89)
