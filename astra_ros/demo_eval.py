@@ -12,10 +12,11 @@ For each domain, on seeds never used in training:
   by that VAE can expect to do better.
 - **Action following**: from one true state, roll two different command sequences in both the
   simulator and the model (a fork of one session, sharing noise). The pair is followed when each
-  prediction is closer (MSE) to its own true rollout than to the other one. `action_pairs.png` shows
-  each domain's first pair. `pair_response` says how strongly the model reacts to the change of
-  commands: the mean MSE between its two predictions over the mean MSE between the two true rollouts
-  (0: the commands change nothing; about 1: as much as in the world, though not necessarily alike).
+  prediction is closer (MSE) to its own true rollout than to the other one; the fraction comes with its
+  95% Wilson interval (`action_following_ci95`). `action_pairs.png` shows each domain's first pair.
+  `pair_response` says how strongly the model reacts to the change of commands: the mean MSE between
+  its two predictions over the mean MSE between the two true rollouts (0: the commands change
+  nothing; about 1: as much as in the world, though not necessarily alike).
   A model that blurs its movers has a small response, and then both of its predictions often sit
   nearer the same true rollout, which the fraction followed cannot tell from a wrong reaction.
 
