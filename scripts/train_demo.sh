@@ -34,10 +34,8 @@ continued() {
 [ -d data/val_branched ] || $PY -m astra_ros.datagen --episodes 6 --frames 81 --seed 1000 --branches 3 --out data/val_branched
 [ -d data/branched_more/camera ] || $PY -m astra_ros.datagen --domains camera --episodes 144 --frames 41 --seed 48 \
   --branches 3 --out data/branched_more
-[ -d data/branched_more2/camera ] || $PY -m astra_ros.datagen --domains camera --episodes 72 --frames 41 --seed 192 \
+[ -d data/branched_more2/camera ] || $PY -m astra_ros.datagen --domains camera --episodes 144 --frames 41 --seed 192 \
   --branches 3 --out data/branched_more2
-[ -d data/branched_more3/camera ] || $PY -m astra_ros.datagen --domains camera --episodes 72 --frames 41 --seed 264 \
-  --branches 3 --out data/branched_more3
 
 $PY -m astra_model.train config/train_vae_frames.yaml --resume \
   --set out_dir=$RUN/vae steps=$(steps config/train_vae_frames.yaml)
