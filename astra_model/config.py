@@ -50,6 +50,11 @@ class MoAEConfig:
             per block (ours, not the paper's). The broadcast embedding is the same for every token of
             a frame up to a linear variation across the image; a joint command moves the links it
             drives and leaves the table still, so the arm's tokens need it to depend on what they show.
+        action_field: each generated token also gets, in every block, an embedding from a small MLP of
+            its latent frame's action features and its image position (ours, `astra_model.action_field`).
+            Where a joint command shows is a nonlinear function of the angles and the position, which
+            the experts' embeddings (linear in the features, affine across the image) cannot express.
+            The MLP's last layer starts at zero.
     """
 
     unified_dim: int = 25
@@ -62,6 +67,7 @@ class MoAEConfig:
     motion: bool = False
     local_motion: bool = False
     content_gate: bool = False
+    action_field: bool = False
 
 
 @dataclass

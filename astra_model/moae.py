@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .action_field import ActionField
 from .config import AstraConfig
 from .local_motion import LocalMotion
 
@@ -53,6 +54,7 @@ class MixtureOfActionExperts(nn.Module):
         # (row shift, column shift, log-zoom) per latent frame; see `motion_offsets`.
         self.motion = nn.Linear(cfg.unified_dim, 3) if cfg.motion else None
         self.local_motion = LocalMotion(config.latent_channels, cfg.unified_dim) if cfg.local_motion else None
+        self.field = ActionField(cfg.unified_dim, config.dim, num_blocks) if cfg.action_field else None
         self.content_gates = (
             nn.ModuleList(
                 nn.Sequential(nn.LayerNorm(config.dim, elementwise_affine=False), nn.Linear(config.dim, config.dim))
@@ -65,7 +67,8 @@ class MixtureOfActionExperts(nn.Module):
 
     @torch.no_grad()
     def reset_experts(self) -> None:
-        """Zero every expert (and the motion heads and content gates) so the action path starts as an exact no-op."""
+        """Zero every expert (and the motion heads, content gates and field) so the action path starts as an
+        exact no-op."""
         heads = [expert for block_experts in self.experts for expert in block_experts]
         heads += [self.motion] if self.motion is not None else []
         heads += [gate[-1] for gate in self.content_gates] if self.content_gates is not None else []
@@ -74,6 +77,8 @@ class MixtureOfActionExperts(nn.Module):
             nn.init.zeros_(head.bias)
         if self.local_motion is not None:
             self.local_motion.reset()
+        if self.field is not None:
+            self.field.reset()
 
     def gated(self, block: int, embedding: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """`embedding` `[B, S, dim]` scaled per token by `1 + W norm(x)` (`moae.content_gate`; `x` the
@@ -81,6 +86,12 @@ class MixtureOfActionExperts(nn.Module):
         if self.content_gates is None:
             return embedding
         return embedding * (1 + self.content_gates[block](x).to(embedding.dtype))
+
+    def field_embedding(self, routed: list[Routed], positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """`[B, F * S, blocks, dim]` action field of the chunk tokens at `positions` `[F * S, 3]` (frame, row,
+        column) of a `height x width` token grid (`moae.action_field`)."""
+        xy = spatial_basis(positions, height, width)[:, 1:]
+        return sum(self.field(item.features, item.gates.sum(dim=-1, keepdim=True), xy) for item in routed)
 
     @property
     def moves(self) -> bool:

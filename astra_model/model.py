@@ -237,9 +237,13 @@ class AstraWorldModel(nn.Module):
         moae = weights.moae
 
         # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block
-        # (scaled per token by its own state with `moae.content_gate`).
+        # (plus each token's own with `moae.action_field`; scaled per token by its own state with
+        # `moae.content_gate`).
         routed, lb_loss = self._route_actions(moae, actions, f, b, action_mask, noisy_latents, history)
 
+        field = None
+        if routed is not None and moae.field is not None:
+            field = moae.field_embedding(routed.chunk, chunk_pos, h // 2, w // 2)
         spatial = self.config.moae.spatial
         chunk_basis = spatial_basis(chunk_pos, h // 2, w // 2) if spatial else None
         hist_stream = hist_basis = None
@@ -266,6 +270,8 @@ class AstraWorldModel(nn.Module):
             if routed is not None:
                 per_frame = moae.block_embedding(i, routed.chunk)
                 embedding = at_tokens(per_frame.repeat_interleave(tokens_per_frame, dim=1), chunk_basis)
+                if field is not None:
+                    embedding = embedding + field[:, :, i]
                 chunk_stream.action = moae.gated(i, embedding, chunk_stream.x)
                 if hist_stream is not None:
                     hist_stream.action = at_tokens(self._history_embedding(moae, i, routed), hist_basis)

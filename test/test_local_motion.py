@@ -1,5 +1,5 @@
 """The local motion head: an exact no-op at start, then per-token shifts read from the latest history frame.
-Also the content gate, the other per-token head of the action path (`moae.content_gate`), and the warp
+Also the other per-token heads of the action path (`moae.content_gate`, `moae.action_field`), and the warp
 term that supervises the motion heads directly (`warp_weight`)."""
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ def _trained(head: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return head
 
 
-@pytest.mark.parametrize("head", ["local_motion", "content_gate"])
+@pytest.mark.parametrize("head", ["local_motion", "content_gate", "action_field"])
 def test_a_fresh_head_changes_nothing_and_the_model_reproduces_one_without_it(head):
     torch.manual_seed(0)
     plain = AstraWorldModel(tiny_config(moae={"spatial": True, "motion": True})).eval()
     local = AstraWorldModel(tiny_config(moae={"spatial": True, "motion": True, head: True})).eval()
     missing, unexpected = local.load_state_dict(plain.state_dict(), strict=False)
-    prefix = {"local_motion": "moae.local_motion.", "content_gate": "moae.content_gates."}[head]
+    prefix = {"local_motion": "moae.local_motion.", "content_gate": "moae.content_gates."}.get(head, "moae.field.")
     assert not unexpected and all(k.startswith(prefix) for k in missing) and missing
     randomise_action_path(plain)
     randomise_action_path(local)

@@ -1,0 +1,64 @@
+"""Action field: each generated token's action embedding as a nonlinear function of the commands and
+of where the token sits in the image (ours, `moae.action_field`).
+
+A fixed camera sees a joint command only where the links it drives are, and where they are is a
+nonlinear function of the joint angles (forward kinematics, then projection). MoAE's embeddings are
+linear in the action features and at most affine across the image (`moae.spatial`), so no expert can
+say "the forearm will cover this token". The field is a small MLP, as neural fields are, read at
+every generated token from:
+- that latent frame's action features (MoAE's unified space);
+- the token's image coordinates x, y in [-1, 1] and their sines and cosines at a few octaves.
+
+Its output, one embedding per block, is added to the experts' embedding of the token. Only the chunk
+tokens get it: history tokens show where the arm was. The last layer starts at zero, so a fresh field
+adds nothing and the model reproduces one without it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class ActionField(nn.Module):
+    def __init__(self, unified_dim: int, dim: int, blocks: int, hidden: int = 128, octaves: int = 3) -> None:
+        super().__init__()
+        self.blocks, self.dim, self.octaves = blocks, dim, octaves
+        self.net = nn.Sequential(
+            nn.Linear(unified_dim + 2 + 4 * octaves, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, blocks * dim),
+        )
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Zero the output layer: the field adds nothing."""
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def encode_position(self, xy: torch.Tensor) -> torch.Tensor:
+        """`[S, 2 + 4 octaves]`: x, y `[S, 2]` and sin, cos of `2^k pi x`, `2^k pi y` for k < octaves."""
+        frequencies = math.pi * 2.0 ** torch.arange(self.octaves, dtype=xy.dtype, device=xy.device)
+        angles = xy[:, None, :] * frequencies[:, None]  # [S, octaves, 2]
+        return torch.cat([xy, angles.sin().flatten(1), angles.cos().flatten(1)], dim=-1)
+
+    def forward(self, features: torch.Tensor, weight: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        """Embeddings `[B, F * S, blocks, dim]` of a chunk's tokens, frame-major.
+
+        Args:
+            features: `[B, F, unified_dim]` action features per latent frame.
+            weight: `[B, F, 1]` how much of each frame's features the router kept (0 where the actions
+                were dropped, so those samples get nothing).
+            xy: `[F * S, 2]` each token's image coordinates (x, y) in [-1, 1], frame-major.
+        """
+        b, f = features.shape[:2]
+        tokens = xy.shape[0] // f
+        position = self.encode_position(xy.to(features.dtype)).expand(b, -1, -1)
+        inputs = torch.cat([features.repeat_interleave(tokens, dim=1), position], dim=-1)
+        out = self.net(inputs) * weight.repeat_interleave(tokens, dim=1)
+        return out.unflatten(-1, (self.blocks, self.dim))

@@ -1,0 +1,68 @@
+"""The action field (`moae.action_field`): per-token embeddings, nonlinear in the commands, that depend
+on where the token is and vanish where the actions were dropped. That a fresh field changes nothing is
+checked with the other per-token heads in test_local_motion.py."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from conftest import tiny_config
+
+from astra_model import AstraWorldModel
+from astra_model.action_field import ActionField
+from astra_model.moae import MixtureOfActionExperts, Routed
+from astra_model.rope import grid_positions
+
+
+def _trained(field: ActionField) -> ActionField:
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in field.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
+    return field
+
+
+def test_position_features_are_the_coordinates_and_their_octaves():
+    field = ActionField(3, 8, 2, octaves=2)
+    enc = field.encode_position(torch.tensor([[0.5, -0.25]]))
+    assert enc.shape == (1, 2 + 4 * 2)
+    x, y = 0.5, -0.25
+    expected = [x, y, *(math.sin(a) for a in (math.pi * x, math.pi * y, 2 * math.pi * x, 2 * math.pi * y))]
+    expected += [math.cos(a) for a in (math.pi * x, math.pi * y, 2 * math.pi * x, 2 * math.pi * y)]
+    torch.testing.assert_close(enc[0], torch.tensor(expected))
+
+
+def test_each_token_gets_its_own_embedding_per_block_and_frame():
+    field = _trained(ActionField(3, 8, 2, hidden=16))
+    xy = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]).repeat(2, 1)  # 2 frames x 4 tokens
+    features = torch.randn(2, 2, 3)
+    out = field(features, torch.ones(2, 2, 1), xy)
+    assert out.shape == (2, 8, 2, 8) and out.dtype == torch.float32
+    assert not torch.allclose(out[:, 0], out[:, 3])  # two corners of one frame differ
+    assert not torch.allclose(out[:, :, 0], out[:, :, 1])  # so do the blocks
+    same = field(features[:, :1].expand(-1, 2, -1), torch.ones(2, 2, 1), xy)
+    torch.testing.assert_close(same[:, :4], same[:, 4:])  # same commands, same place: same embedding
+    doubled = field(2 * features, torch.ones(2, 2, 1), xy)
+    assert not torch.allclose(doubled, 2 * out)  # not linear in the commands, unlike the experts
+
+
+def test_dropped_actions_get_no_field():
+    moae = MixtureOfActionExperts(tiny_config(moae={"unified_dim": 3, "action_field": True}), 2)
+    _trained(moae.field)
+    features, gates = torch.randn(2, 2, 3), torch.tensor([[[1.0, 0, 0]] * 2, [[0.0, 0, 0]] * 2])
+    out = moae.field_embedding([Routed(features, gates)], grid_positions(torch.arange(2), 3, 4), 3, 4)
+    assert out.shape == (2, 2 * 12, 2, moae.config.dim)
+    assert out[0].abs().min() > 0 and not out[1].any()
+
+
+def test_the_field_trains_with_the_action_path_and_changes_predictions_once_trained():
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(moae={"action_field": True})).eval()
+    assert all(p.requires_grad for p in model.moae.field.parameters())
+    x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
+    acts = {"twist": torch.randn(1, 8, 6)}
+    with torch.no_grad():
+        before = model(x, t, acts, hist).velocity
+        model.moae.field.net[-1].weight.normal_(std=0.5)
+        assert not torch.allclose(model(x, t, acts, hist).velocity, before)
