@@ -55,6 +55,11 @@ class MoAEConfig:
             Where a joint command shows is a nonlinear function of the angles and the position, which
             the experts' embeddings (linear in the features, affine across the image) cannot express.
             The MLP's last layer starts at zero.
+        field_residual: the action field is added to each generated token's hidden state at the start of
+            every block (the residual stream) instead of to its self-attention input. Added to the input,
+            a token's own embedding reaches it only through its own attention weight among the history's
+            and the chunk's tokens, which averages a per-token signal away; in the residual stream it
+            reaches the FFN and the output head directly.
     """
 
     unified_dim: int = 25
@@ -68,6 +73,7 @@ class MoAEConfig:
     local_motion: bool = False
     content_gate: bool = False
     action_field: bool = False
+    field_residual: bool = False
 
 
 @dataclass
@@ -297,6 +303,7 @@ class AstraConfig:
                 f"moae.routing must be 'learned' or 'modality', got {self.moae.routing!r}",
             ),
             (self.moae.num_experts >= 1, "moae.num_experts must be >= 1"),
+            (self.moae.action_field or not self.moae.field_residual, "moae.field_residual needs moae.action_field"),
             (1 <= self.moae.top_k <= self.moae.num_experts, "moae.top_k must be in [1, num_experts]"),
             (self.chunk_latent_frames >= 1, "chunk_latent_frames must be >= 1"),
             (0.0 <= self.noise_aug.prob <= 1.0, "noise_aug.prob must be in [0, 1]"),

@@ -270,7 +270,9 @@ class AstraWorldModel(nn.Module):
             if routed is not None:
                 per_frame = moae.block_embedding(i, routed.chunk)
                 embedding = at_tokens(per_frame.repeat_interleave(tokens_per_frame, dim=1), chunk_basis)
-                if field is not None:
+                if field is not None and self.config.moae.field_residual:
+                    chunk_stream.x = chunk_stream.x + field[:, :, i].to(chunk_stream.x.dtype)
+                elif field is not None:
                     embedding = embedding + field[:, :, i]
                 chunk_stream.action = moae.gated(i, embedding, chunk_stream.x)
                 if hist_stream is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from conftest import tiny_config
 
@@ -57,12 +58,22 @@ def test_dropped_actions_get_no_field():
 
 
 def test_the_field_trains_with_the_action_path_and_changes_predictions_once_trained():
-    torch.manual_seed(0)
-    model = AstraWorldModel(tiny_config(moae={"action_field": True})).eval()
-    assert all(p.requires_grad for p in model.moae.field.parameters())
     x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
     acts = {"twist": torch.randn(1, 8, 6)}
-    with torch.no_grad():
-        before = model(x, t, acts, hist).velocity
-        model.moae.field.net[-1].weight.normal_(std=0.5)
-        assert not torch.allclose(model(x, t, acts, hist).velocity, before)
+    velocities = []
+    for residual in (False, True):
+        torch.manual_seed(0)
+        model = AstraWorldModel(tiny_config(moae={"action_field": True, "field_residual": residual})).eval()
+        assert all(p.requires_grad for p in model.moae.field.parameters())
+        with torch.no_grad():
+            before = model(x, t, acts, hist).velocity
+            torch.manual_seed(1)
+            model.moae.field.net[-1].weight.normal_(std=0.5)
+            velocities.append(model(x, t, acts, hist).velocity)
+            assert not torch.allclose(velocities[-1], before)
+    assert not torch.allclose(*velocities)  # into the residual stream is not into the attention input
+
+
+def test_a_residual_field_needs_a_field():
+    with pytest.raises(ValueError, match=r"moae\.field_residual needs moae\.action_field"):
+        tiny_config(moae={"field_residual": True})

@@ -22,13 +22,20 @@ def _trained(head: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return head
 
 
-@pytest.mark.parametrize("head", ["local_motion", "content_gate", "action_field"])
-def test_a_fresh_head_changes_nothing_and_the_model_reproduces_one_without_it(head):
+@pytest.mark.parametrize(
+    ("head", "prefix"),
+    [
+        ({"local_motion": True}, "moae.local_motion."),
+        ({"content_gate": True}, "moae.content_gates."),
+        ({"action_field": True}, "moae.field."),
+        ({"action_field": True, "field_residual": True}, "moae.field."),
+    ],
+)
+def test_a_fresh_head_changes_nothing_and_the_model_reproduces_one_without_it(head, prefix):
     torch.manual_seed(0)
     plain = AstraWorldModel(tiny_config(moae={"spatial": True, "motion": True})).eval()
-    local = AstraWorldModel(tiny_config(moae={"spatial": True, "motion": True, head: True})).eval()
+    local = AstraWorldModel(tiny_config(moae={"spatial": True, "motion": True, **head})).eval()
     missing, unexpected = local.load_state_dict(plain.state_dict(), strict=False)
-    prefix = {"local_motion": "moae.local_motion.", "content_gate": "moae.content_gates."}.get(head, "moae.field.")
     assert not unexpected and all(k.startswith(prefix) for k in missing) and missing
     randomise_action_path(plain)
     randomise_action_path(local)
