@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the shipped demo world model (run 15) from scratch with the project's own commands:
+# Train the shipped demo world model (run 16) from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the VAE
 # without temporal compression, the action-free backbone, and stage 3 in ten runs: train_astra.yaml,
 # stopped at step 2250 of its 3000-step schedule, then train_astra_local.yaml warm-started from there
@@ -9,8 +9,9 @@
 # beside their changes, every arm batch at a parting, run 11), then train_astra_arm_world.yaml and
 # train_astra_camera_world.yaml (the arm's and the camera's worlds on their own weights, run 12), then
 # train_astra_camera_more.yaml and train_astra_camera_more2.yaml (the camera's world on four, then seven
-# times its families of branches, runs 13 and 14), then train_astra_arm_field.yaml (the arm's world with the
-# action field, on seven times its families, run 15). Step
+# times its families of branches, runs 13 and 14), then train_astra_arm_field.yaml and
+# train_astra_arm_field_more.yaml (the arm's world with the action field, on seven times its families, for
+# 3200 and then another 3200 steps, runs 15 and 16). Step
 # counts are the model card's. One difference: the shipped model's stages 1-2 and first stage-3 runs saw
 # the arm world before session 13 moved its camera closer; the worlds recorded here show today's view in
 # every stage.
@@ -64,12 +65,13 @@ continued train_astra_camera_world astra_camera_world $RUN/astra_arm_world/final
 # Runs 13 and 14: the camera's world again, on four and then seven times its families.
 continued train_astra_camera_more astra_camera_more $RUN/astra_camera_world/final $RUN/astra_camera_world/final
 continued train_astra_camera_more2 astra_camera_more2 $RUN/astra_camera_more/final $RUN/astra_camera_more/final
-# Run 15: the arm's world again, with the action field, on seven times its families.
+# Runs 15 and 16: the arm's world again, with the action field, on seven times its families.
 continued train_astra_arm_field astra_arm_field $RUN/astra_camera_more2/final $RUN/astra_camera_more2/final
+continued train_astra_arm_field_more astra_arm_field_more $RUN/astra_arm_field/final $RUN/astra_arm_field/final
 # The sampler the shipped model uses, chosen on tuning seeds after training (see the model card).
-$PY - "$RUN/astra_arm_field/final" <<'SAMPLER'
+$PY - "$RUN/astra_arm_field_more/final" <<'SAMPLER'
 import sys
 from astra_model.checkpoint import read_config, write_config
 write_config(read_config(sys.argv[1]).replace(sampler={"guidance_scale": 1.5, "steps": 3}), sys.argv[1])
 SAMPLER
-echo "trained: $RUN/astra_arm_field/final"
+echo "trained: $RUN/astra_arm_field_more/final"
