@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the shipped demo world model (run 16) from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the VAE
-# without temporal compression, the action-free backbone, and stage 3 in ten runs: train_astra.yaml,
+# without temporal compression, the action-free backbone, and stage 3 in eleven runs: train_astra.yaml,
 # stopped at step 2250 of its 3000-step schedule, then train_astra_local.yaml warm-started from there
 # (relative joint commands and the local motion head), then train_astra_local_more.yaml warm-started from
 # that run's final weights (fresh optimizer, half the batches at partings), then train_astra_arm_view.yaml from

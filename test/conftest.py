@@ -24,6 +24,15 @@ def randomise_action_path(model: AstraWorldModel, std: float = 0.5, seed: int = 
                 expert.weight.copy_(torch.randn(expert.weight.shape, generator=gen) * std)
 
 
+def trained(head: torch.nn.Module, std: float = 0.3, seed: int = 0) -> torch.nn.Module:
+    """`head` with every parameter drawn at random, as training would leave a zero-initialised head."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in head.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * std)
+    return head
+
+
 @pytest.fixture(scope="session")
 def wan_folder(tmp_path_factory) -> str:
     """A tiny Wan 2.1 checkpoint in the diffusers layout (`transformer/`, `vae/`)."""

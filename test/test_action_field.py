@@ -8,20 +8,12 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import tiny_config, trained
 
 from astra_model import AstraWorldModel
 from astra_model.action_field import ActionField
 from astra_model.moae import MixtureOfActionExperts, Routed
 from astra_model.rope import grid_positions
-
-
-def _trained(field: ActionField) -> ActionField:
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for param in field.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-    return field
 
 
 def test_position_features_are_the_coordinates_and_their_octaves():
@@ -35,7 +27,7 @@ def test_position_features_are_the_coordinates_and_their_octaves():
 
 
 def test_each_token_gets_its_own_embedding_per_block_and_frame():
-    field = _trained(ActionField(3, 8, 2, hidden=16))
+    field = trained(ActionField(3, 8, 2, hidden=16), std=0.5)
     xy = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]).repeat(2, 1)  # 2 frames x 4 tokens
     features = torch.randn(2, 2, 3)
     out = field(features, torch.ones(2, 2, 1), xy)
@@ -50,7 +42,7 @@ def test_each_token_gets_its_own_embedding_per_block_and_frame():
 
 def test_dropped_actions_get_no_field():
     moae = MixtureOfActionExperts(tiny_config(moae={"unified_dim": 3, "action_field": True}), 2)
-    _trained(moae.field)
+    trained(moae.field, std=0.5)
     features, gates = torch.randn(2, 2, 3), torch.tensor([[[1.0, 0, 0]] * 2, [[0.0, 0, 0]] * 2])
     out = moae.field_embedding([Routed(features, gates)], grid_positions(torch.arange(2), 3, 4), 3, 4)
     assert out.shape == (2, 2 * 12, 2, moae.config.dim)

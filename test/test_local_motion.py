@@ -6,20 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomise_action_path, tiny_config
+from conftest import randomise_action_path, tiny_config, trained
 
 from astra_model import AstraWorldModel, History
 from astra_model.local_motion import LocalMotion
 from astra_model.moae import MixtureOfActionExperts, Routed
 from astra_model.training import flow_matching_loss, warp_error
-
-
-def _trained(head: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in head.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
-    return head
 
 
 @pytest.mark.parametrize(
@@ -46,7 +38,7 @@ def test_a_fresh_head_changes_nothing_and_the_model_reproduces_one_without_it(he
 
 
 def test_offsets_shape_cumulative_and_read_from_the_token_window():
-    head = _trained(LocalMotion(latent_channels=4, unified_dim=3))
+    head = trained(LocalMotion(latent_channels=4, unified_dim=3))
     latest = torch.randn(2, 4, 8, 10)  # 4 x 5 tokens
     features, kept = torch.randn(2, 3, 3), torch.ones(2, 3, 1)
     offsets = head(latest, features, kept)
@@ -64,7 +56,7 @@ def test_offsets_shape_cumulative_and_read_from_the_token_window():
 
 def test_dropped_actions_do_not_move_tokens_and_a_history_is_required():
     moae = MixtureOfActionExperts(tiny_config(moae={"unified_dim": 3, "local_motion": True}), 1)
-    _trained(moae.local_motion)
+    trained(moae.local_motion)
     features, gates = torch.randn(2, 2, 3), torch.tensor([[[1.0, 0, 0]] * 2, [[0.0, 0, 0]] * 2])
     offsets = moae.motion_offsets([Routed(features, gates)], 4, 4, torch.randn(2, 16, 8, 8)).view(2, 2, 16, 3)
     assert offsets[0, :, :, 1:].abs().min() > 0 and not offsets[1].any()
@@ -81,7 +73,7 @@ def test_the_local_head_trains_with_the_action_path():
 def test_the_content_gate_scales_each_tokens_embedding_by_what_the_token_holds():
     moae = MixtureOfActionExperts(tiny_config(moae={"content_gate": True}), 2)
     gate = moae.content_gates[1]
-    _trained(gate[-1])
+    trained(gate[-1])
     embedding, x = torch.randn(2, 5, moae.config.dim), torch.randn(2, 5, moae.config.dim)
     x[:, 3] = x[:, 0]  # two tokens that hold the same get the same scale
     out = moae.gated(1, embedding, x)
