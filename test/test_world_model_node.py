@@ -148,6 +148,7 @@ class Harness:
             WorldModelNode(context=self.context, namespace=NAMESPACE, parameter_overrides=overrides(checkpoint))
         )
         self.probe = self.add(Probe(self.context, NAMESPACE))
+        self._removed: list[Node] = []
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
 
@@ -156,14 +157,16 @@ class Harness:
         return node
 
     def remove(self, node: Node) -> None:
+        # Destroyed in close(): the spin thread may still hold the node's QoS event handlers in a wait set it
+        # is building, and rclpy raises InvalidHandle in that thread if they are destroyed under it.
         self.executor.remove_node(node)
-        node.destroy_node()
+        self._removed.append(node)
 
     def close(self) -> None:
         # The spin thread ends before the nodes go, so no callback runs on a destroyed node.
         self.executor.shutdown(timeout_sec=TIMEOUT_S)
         self._thread.join(TIMEOUT_S)
-        for node in (self.node, self.probe):
+        for node in (self.node, self.probe, *self._removed):
             node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
