@@ -25,12 +25,15 @@ PY=.venv/bin/python
 RUN=${1:-runs/demo}
 SCALE=${STEPS_SCALE:-1}
 scaled() { $PY -c "print(max(2, int($1 * $SCALE)))"; }
-steps() { scaled "$($PY -c "import yaml; print(yaml.safe_load(open('$1'))['steps'])")"; }
-# Stage 3 continued under config/$1.yaml into $RUN/$2: frozen parts from $3, trainable weights from $4; any
-# further arguments are more KEY=VALUE overrides.
+field() { $PY -c "import yaml; print(yaml.safe_load(open('$1')).get('$2') or '')"; }
+steps() { scaled "$(field "$1" steps)"; }
+# Stage 3 continued under config/$1.yaml into $RUN/$2: frozen parts from $3, trainable weights from $4. The
+# config's `steps` and `stop_at` (when it names one) are scaled alike.
 continued() {
+  local stop
+  stop=$(field "config/$1.yaml" stop_at)
   $PY -m astra_model.train "config/$1.yaml" --resume \
-    --set out_dir=$RUN/$2 init_from=$3 warm_start=$4 steps=$(steps "config/$1.yaml") "${@:5}"
+    --set out_dir=$RUN/$2 init_from=$3 warm_start=$4 steps=$(steps "config/$1.yaml") ${stop:+stop_at=$(scaled "$stop")}
 }
 
 [ -d data/train ] || $PY -m astra_ros.datagen --episodes 48 --frames 81 --seed 0 --out data/train
@@ -75,8 +78,7 @@ continued train_astra_arm_field_more astra_arm_field_more $RUN/astra_arm_field/f
 continued train_astra_arm_field_long astra_arm_field_long $RUN/astra_arm_field_more/final $RUN/astra_arm_field_more/final
 continued train_astra_arm_field_long2 astra_arm_field_long2 $RUN/astra_arm_field_long/final $RUN/astra_arm_field_long/final
 # Run 19: run 18 continued at half the learning rate, stopped at step 800 (the folder chosen on tuning seeds).
-continued train_astra_arm_field_long3 astra_arm_field_long3 $RUN/astra_arm_field_long2/final \
-  $RUN/astra_arm_field_long2/final stop_at=$(scaled 800)
+continued train_astra_arm_field_long3 astra_arm_field_long3 $RUN/astra_arm_field_long2/final $RUN/astra_arm_field_long2/final
 # The sampler the shipped model uses, chosen on tuning seeds after training (see the model card).
 $PY - "$RUN/astra_arm_field_long3/final" <<'SAMPLER'
 import sys
