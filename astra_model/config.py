@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -112,11 +113,24 @@ class NoiseAugConfig:
 
 @dataclass
 class SamplerConfig:
-    """Flow-matching Euler sampling defaults."""
+    """Flow-matching Euler sampling defaults.
+
+    Args:
+        steps: Euler steps per chunk.
+        shift: timestep shift of the sigma grid.
+        guidance_scale: action-free guidance (AFG) scale.
+        world_guidance_scales: AFG scale of chunks commanded by one of `separate_worlds`, by world; the
+            others use `guidance_scale`. Worlds trained apart follow their commands at different scales.
+    """
 
     steps: int = 50
     shift: float = 5.0
     guidance_scale: float = 2.0
+    world_guidance_scales: dict[str, float] = field(default_factory=dict)
+
+    def scale_for(self, world: str | None) -> float:
+        """The AFG scale of a chunk whose actions come from `world` (None: the shared weights')."""
+        return float(self.world_guidance_scales.get(world, self.guidance_scale))
 
 
 def _wan_backbone(heads: int, head_dim: int, text_dim: int, freq_dim: int, ffn_dim: int, layers: int) -> dict[str, Any]:
@@ -314,6 +328,10 @@ class AstraConfig:
             (0.0 <= self.action_dropout <= 1.0, "action_dropout must be in [0, 1]"),
             (self.sampler.steps >= 1, "sampler.steps must be >= 1"),
             (self.sampler.shift > 0, "sampler.shift must be > 0"),
+            (
+                all(map(math.isfinite, (self.sampler.guidance_scale, *self.sampler.world_guidance_scales.values()))),
+                "sampler guidance scales must be finite",
+            ),
             (self.text_len >= 1, "text_len must be >= 1"),
             (len(self.modalities) >= 1, "at least one action modality is required"),
             (
@@ -360,6 +378,9 @@ class AstraConfig:
         if not set(self.separate_worlds) <= set(self.modalities):
             unknown = sorted(set(self.separate_worlds) - set(self.modalities))
             raise ValueError(f"AstraConfig: separate_worlds must name modalities (unknown: {unknown})")
+        if not set(self.sampler.world_guidance_scales) <= set(self.separate_worlds):
+            unknown = sorted(set(self.sampler.world_guidance_scales) - set(self.separate_worlds))
+            raise ValueError(f"AstraConfig: sampler.world_guidance_scales must name separate_worlds (not: {unknown})")
         if not set(self.predict_change) <= set(self.separate_worlds):
             unknown = sorted(set(self.predict_change) - set(self.separate_worlds))
             raise ValueError(f"AstraConfig: predict_change must name separate_worlds (not: {unknown})")

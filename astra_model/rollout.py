@@ -20,6 +20,7 @@ from .history import History
 from .model import AstraWorldModel, KVCache
 from .sampler import sample_chunk, uses_guidance
 from .vae import VAEStream, frames_to_video, video_to_frames
+from .worlds import world_of
 
 
 @dataclass
@@ -180,7 +181,8 @@ class RolloutSession:
         Args:
             actions: modality -> per-video-frame actions `[frames_per_step, D]` (shared by all branches)
                 or `[batch, frames_per_step, D]`; None rolls out action-free.
-            guidance_scale: AFG scale (model default if None; 0 disables guidance).
+            guidance_scale: AFG scale (if None, the model's for the world the actions command; 0
+                disables guidance).
             steps: Euler steps (model default if None).
             use_kv_cache: cache history keys/values across denoising steps (block_causal models only).
 
@@ -191,7 +193,8 @@ class RolloutSession:
         commanded = self._action_tensors(actions)
         validate_actions(commanded, cfg, cfg.chunk_latent_frames)
         acts = as_model_reads(commanded, cfg, self.state.last_commands)
-        scale = cfg.sampler.guidance_scale if guidance_scale is None else float(guidance_scale)
+        world = world_of(commanded, cfg.separate_worlds)
+        scale = cfg.sampler.scale_for(world) if guidance_scale is None else float(guidance_scale)
         history = self.state.history
         h, w = history.latents.shape[-2:]
         shape = (1, cfg.latent_channels, cfg.chunk_latent_frames, h, w)

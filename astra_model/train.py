@@ -177,7 +177,7 @@ def _model_config(cfg: TrainConfig) -> AstraConfig:
 
 def _apply_ablation(config: AstraConfig, ablation: str | None) -> AstraConfig:
     if ablation == "no_afg":
-        return config.replace(action_dropout=0.0, sampler={"guidance_scale": 0.0})
+        return config.replace(action_dropout=0.0, sampler={"guidance_scale": 0.0, "world_guidance_scales": {}})
     if ablation == "shared_expert":
         # One expert per block shared by every modality; the input projections stay per modality
         # because their widths differ.

@@ -446,6 +446,7 @@ def build_report(
     """The report dictionary (layout: module docstring); files are filled in by :func:`write_outputs`."""
     times = episode.frame_times_ns
     duration = float(times[-1] - times[0]) / _NS_PER_S
+    model_scale = config.sampler.scale_for(world_of(dict.fromkeys(action_topics), config.separate_worlds))
     return {
         "bag": str(options.bag),
         "out": str(options.out),
@@ -470,7 +471,7 @@ def build_report(
             "spacing_frames": options.spacing,
             "seed": options.seed,
             "steps": options.steps or config.sampler.steps,
-            "guidance": options.guidance if options.guidance is not None else config.sampler.guidance_scale,
+            "guidance": options.guidance if options.guidance is not None else model_scale,
             "device": options.device,
         },
         "warnings": list(notes),

@@ -19,11 +19,13 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from astra_model import AstraWorldModel
+from astra_model.config import SamplerConfig
 
 QOS_CHOICES = ("sensor_data", "reliable")
 DTYPE_CHOICES = ("float32", "bfloat16")
 MAX_SEED = 2**31 - 1
 SIZE_STEP = 16  # the model's frames must be multiples of 16 pixels (VAE stride x patch size)
+MODEL_GUIDANCE = -1.0  # guidance_scale meaning "the model's scale for each world"
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,11 @@ def model_params(model: AstraWorldModel) -> tuple[ParamSpec, ...]:
         ),
         ParamSpec(
             "guidance_scale",
-            float(config.sampler.guidance_scale),
-            "action-free guidance scale (default: the model's); 0 and 1 need no second denoiser pass",
-            float_range=(0.0, 20.0),
+            MODEL_GUIDANCE,
+            "action-free guidance scale; -1 (default): the model's scale for the world commanded "
+            f"(here {_scales(config.sampler)}); 0 and 1 need no second denoiser pass",
+            float_range=(MODEL_GUIDANCE, 20.0),
+            constraints="-1 or a scale in [0, 20]",
         ),
         ParamSpec(
             "chunk_latent_frames",
@@ -182,7 +186,14 @@ def check_parameter(name: str, value: Any) -> str | None:
         return "frame_id must not be empty"
     if name == "joint_names":
         return _check_joint_names(value)
+    if name == "guidance_scale" and MODEL_GUIDANCE < value < 0:
+        return f"guidance_scale must be -1 (the model's) or a scale in [0, 20], got {value}"
     return None
+
+
+def _scales(sampler: SamplerConfig) -> str:
+    worlds = "".join(f", {world} {scale}" for world, scale in sampler.world_guidance_scales.items())
+    return f"{sampler.guidance_scale}{worlds}"
 
 
 def _check_device(value: str) -> str | None:

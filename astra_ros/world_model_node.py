@@ -280,7 +280,9 @@ class WorldModelNode(Node):
         return round(1e9 / self._param("frame_rate"))
 
     def _sampler_settings(self) -> dict[str, Any]:
-        return {"guidance_scale": self._param("guidance_scale"), "steps": self._param("denoising_steps")}
+        scale = self._param("guidance_scale")
+        model_scale = scale == node_params.MODEL_GUIDANCE  # session.step picks the world's scale
+        return {"guidance_scale": None if model_scale else scale, "steps": self._param("denoising_steps")}
 
     # -- commands ------------------------------------------------------------------------------------
     def _plan(self, times_ns: list[int], now_ns: int) -> dict[str, np.ndarray]:

@@ -145,7 +145,10 @@ def main() -> None:
         rate = measure_rate(probe, args.rate_seconds)
         complete = node.pipeline.frames_out - len(probe.arrivals) <= 1  # one may be in flight
         chunk_latencies = [record.latency_s for record in node.pipeline.chunk_records()]
-        settings = {name: node.get_parameter(name).value for name in ("denoising_steps", "guidance_scale")}
+        settings = node._sampler_settings()
+        steps, guidance = settings["steps"], settings["guidance_scale"]
+        if guidance is None:  # the model's scale for the world twists command: the shared one
+            guidance = node.model.config.sampler.scale_for(None)
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -161,7 +164,8 @@ def main() -> None:
         "frame_size": list(node.frame_size),
         "frames_per_chunk": frames_per_chunk,
         "frame_rate": args.frame_rate,
-        **settings,
+        "denoising_steps": steps,
+        "guidance_scale": guidance,
         "torch_threads": torch.get_num_threads(),
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
@@ -184,7 +188,7 @@ def main() -> None:
         "published_over_configured_rate": rate / args.frame_rate,
     }
     print(f"{which}: {node.frame_size[0]}x{node.frame_size[1]} frames, {frames_per_chunk} frames/chunk,")
-    print(f"  {settings['denoising_steps']} steps, guidance {settings['guidance_scale']}, {args.threads} torch threads")
+    print(f"  {steps} steps, guidance {guidance}, {args.threads} torch threads")
     print(
         f"chunk compute: median {result['chunk_compute_s_median']:.3f} s, max {result['chunk_compute_s_max']:.3f} s "
         f"(a chunk lasts {frames_per_chunk * period:.3f} s at {args.frame_rate} fps)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import randomise_action_path, tiny_config
@@ -23,9 +24,9 @@ def _trained_shared(seed: int = 0) -> AstraWorldModel:
     return model
 
 
-def _separate(shared: AstraWorldModel) -> AstraWorldModel:
+def _separate(shared: AstraWorldModel, **overrides) -> AstraWorldModel:
     """`shared` with the joints world separate, its copy starting from the shared weights."""
-    model = AstraWorldModel(shared.config.replace(separate_worlds=["joints"])).eval()
+    model = AstraWorldModel(shared.config.replace(separate_worlds=["joints"], **overrides)).eval()
     missing, unexpected = model.load_state_dict(shared.state_dict(), strict=False)
     assert not unexpected and missing and all(k.startswith("worlds.joints.") for k in missing)
     model.reset_worlds()
@@ -84,6 +85,31 @@ def test_a_separate_world_takes_its_actions_alone():
         model(x, t, acts, hist)
     with pytest.raises(ValueError, match=r"separate_worlds must name modalities \(unknown: \['arm'\]\)"):
         tiny_config(separate_worlds=["arm"])
+
+
+def test_each_world_samples_at_its_own_guidance_scale(seed_frames):
+    sampler = {"guidance_scale": 1.5, "world_guidance_scales": {"joints": 3.0}}
+    model = _separate(_trained_shared(), sampler=sampler)
+    joints = {"joints": np.linspace(-1, 1, 8 * 4, dtype=np.float32).reshape(8, 4)}
+    twist = {"twist": np.linspace(1, -1, 8 * 6, dtype=np.float32).reshape(8, 6)}
+
+    def chunk(actions, scale=None):
+        return model.start(seed_frames, seed=5).step(actions, guidance_scale=scale, steps=2)
+
+    assert np.array_equal(chunk(joints), chunk(joints, 3.0))
+    assert not np.array_equal(chunk(joints), chunk(joints, 1.5))
+    assert np.array_equal(chunk(twist), chunk(twist, 1.5))
+    assert not np.array_equal(chunk(twist), chunk(twist, 3.0))
+
+
+def test_world_guidance_scales_name_separate_worlds_with_finite_scales(tmp_path):
+    with pytest.raises(ValueError, match=r"world_guidance_scales must name separate_worlds \(not: \['twist'\]\)"):
+        tiny_config(separate_worlds=["joints"], sampler={"world_guidance_scales": {"twist": 2.0}})
+    with pytest.raises(ValueError, match="sampler guidance scales must be finite"):
+        tiny_config(separate_worlds=["joints"], sampler={"world_guidance_scales": {"joints": float("nan")}})
+    model = _separate(_trained_shared(), sampler={"world_guidance_scales": {"joints": 2.5}})
+    model.save_pretrained(tmp_path)
+    assert load_model(tmp_path).config.sampler.world_guidance_scales == {"joints": 2.5}
 
 
 def test_save_load_keeps_the_worlds_bit_exact_and_a_shared_checkpoint_does_not_fit(tmp_path):

@@ -335,7 +335,12 @@ def test_parameters_are_validated_with_a_reason(ros: Harness, checkpoint: Path) 
         (result,) = ros.node.set_parameters([Parameter(name, value=value)])
         assert not result.successful and result.reason, name
     (result,) = ros.node.set_parameters([Parameter("guidance_scale", value=-0.5)])
-    assert "guidance_scale" in result.reason
+    assert "guidance_scale must be -1 (the model's) or a scale in [0, 20], got -0.5" in result.reason
+    # -1 hands each chunk the model's scale for the world it commands.
+    (result,) = ros.node.set_parameters([Parameter("guidance_scale", value=-1.0)])
+    assert result.successful and ros.node._sampler_settings()["guidance_scale"] is None
+    ros.node.set_parameters([Parameter("guidance_scale", value=FAST["guidance_scale"])])
+    assert ros.node._sampler_settings()["guidance_scale"] == 0.0
     request = SetParameters.Request(parameters=[Parameter("frame_rate", value=-1.0).to_parameter_msg()])
     (remote,) = ros.probe.call(SetParameters, srv("set_parameters"), request).results
     assert not remote.successful and "frame_rate" in remote.reason
