@@ -86,6 +86,7 @@ continued train_astra_arm_field_long4 astra_arm_field_long4 $RUN/astra_arm_field
 $PY - "$RUN/astra_arm_field_long4/final" <<'SAMPLER'
 import sys
 from astra_model.checkpoint import read_config, write_config
-write_config(read_config(sys.argv[1]).replace(sampler={"guidance_scale": 1.5, "steps": 3}), sys.argv[1])
+sampler = {"guidance_scale": 1.5, "steps": 3, "world_guidance_scales": {"joints": 2.0}}
+write_config(read_config(sys.argv[1]).replace(sampler=sampler), sys.argv[1])
 SAMPLER
 echo "trained: $RUN/astra_arm_field_long4/final"
