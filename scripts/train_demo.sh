@@ -82,11 +82,12 @@ continued train_astra_arm_field_long2 astra_arm_field_long2 $RUN/astra_arm_field
 continued train_astra_arm_field_long3 astra_arm_field_long3 $RUN/astra_arm_field_long2/final $RUN/astra_arm_field_long2/final
 # Run 20: run 19 continued at that rate on a 10000-step schedule, stopped at step 7500 (chosen on tuning seeds).
 continued train_astra_arm_field_long4 astra_arm_field_long4 $RUN/astra_arm_field_long3/final $RUN/astra_arm_field_long3/final
-# The sampler the shipped model uses, chosen on tuning seeds after training (see the model card).
+# The sampler and the arm's anchor tolerance the shipped model uses, chosen on tuning seeds after training
+# (see the model card).
 $PY - "$RUN/astra_arm_field_long4/final" <<'SAMPLER'
 import sys
 from astra_model.checkpoint import read_config, write_config
 sampler = {"guidance_scale": 1.5, "steps": 3, "world_guidance_scales": {"joints": 2.0}}
-write_config(read_config(sys.argv[1]).replace(sampler=sampler), sys.argv[1])
+write_config(read_config(sys.argv[1]).replace(sampler=sampler, anchor_tolerance=12.0), sys.argv[1])
 SAMPLER
 echo "trained: $RUN/astra_arm_field_long4/final"
