@@ -20,7 +20,7 @@ from .history import History
 from .model import AstraWorldModel, KVCache
 from .sampler import sample_chunk, uses_guidance
 from .vae import VAEStream, frames_to_video, video_to_frames
-from .worlds import world_of
+from .worlds import guidance_scale_of
 
 
 @dataclass
@@ -193,8 +193,7 @@ class RolloutSession:
         commanded = self._action_tensors(actions)
         validate_actions(commanded, cfg, cfg.chunk_latent_frames)
         acts = as_model_reads(commanded, cfg, self.state.last_commands)
-        world = world_of(commanded, cfg.separate_worlds)
-        scale = cfg.sampler.scale_for(world) if guidance_scale is None else float(guidance_scale)
+        scale = guidance_scale_of(commanded, cfg) if guidance_scale is None else float(guidance_scale)
         history = self.state.history
         h, w = history.latents.shape[-2:]
         shape = (1, cfg.latent_channels, cfg.chunk_latent_frames, h, w)

@@ -13,6 +13,7 @@ import copy
 
 from torch import nn
 
+from .config import AstraConfig
 from .history import HistoryEmbedder
 from .moae import MixtureOfActionExperts
 
@@ -59,3 +60,9 @@ def world_of(actions, separate: list[str]) -> str | None:
             f"got {sorted(actions)}"
         )
     return mine[0]
+
+
+def guidance_scale_of(actions, config: AstraConfig) -> float:
+    """The model's AFG scale for a call's `actions` (modality -> anything; the names decide): the scale of
+    the separate world they command (`config.sampler.world_guidance_scales`), else `guidance_scale`."""
+    return config.sampler.scale_for(world_of(actions, config.separate_worlds))

@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from astra_model import AstraConfig, AstraWorldModel
 from astra_model.checkpoint import CheckpointError, read_config
-from astra_model.worlds import world_of
+from astra_model.worlds import guidance_scale_of, world_of
 from astra_ros import demo_model_path
 from astra_ros.action_conversion import ACTION_MSG_TYPES, MODALITIES, normalize_type_name
 from astra_ros.bag_export import PREDICTED_TOPIC, export_bag
@@ -446,7 +446,7 @@ def build_report(
     """The report dictionary (layout: module docstring); files are filled in by :func:`write_outputs`."""
     times = episode.frame_times_ns
     duration = float(times[-1] - times[0]) / _NS_PER_S
-    model_scale = config.sampler.scale_for(world_of(dict.fromkeys(action_topics), config.separate_worlds))
+    model_scale = guidance_scale_of(dict.fromkeys(action_topics), config)
     return {
         "bag": str(options.bag),
         "out": str(options.out),

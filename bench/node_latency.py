@@ -42,6 +42,7 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Image
 
 from astra_model import AstraConfig, AstraWorldModel
+from astra_model.worlds import guidance_scale_of
 from astra_ros import demo_model_path
 from astra_ros.world_model_node import WorldModelNode
 
@@ -147,8 +148,8 @@ def main() -> None:
         chunk_latencies = [record.latency_s for record in node.pipeline.chunk_records()]
         settings = node._sampler_settings()
         steps, guidance = settings["steps"], settings["guidance_scale"]
-        if guidance is None:  # the model's scale for the world twists command: the shared one
-            guidance = node.model.config.sampler.scale_for(None)
+        if guidance is None:  # the model's scale for the world the probe's twists command
+            guidance = guidance_scale_of({"twist": None}, node.model.config)
     finally:
         executor.shutdown()
         node.destroy_node()
