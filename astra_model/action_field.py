@@ -62,3 +62,17 @@ class ActionField(nn.Module):
         inputs = torch.cat([features.repeat_interleave(tokens, dim=1), position], dim=-1)
         out = self.net(inputs) * weight.repeat_interleave(tokens, dim=1)
         return out.unflatten(-1, (self.blocks, self.dim))
+
+
+def widened(old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+    """A field tensor saved at a narrower hidden width, placed in `fresh` (the same tensor of a wider field,
+    as initialised): the saved block leads, its units read none of the new ones, and the new units keep
+    their initial weights. The widened field computes what the saved one did, and its new units, whose
+    outputs the saved last layer gives zero weight, start learning at once."""
+    if old.dim() != fresh.dim() or any(o > f for o, f in zip(old.shape, fresh.shape, strict=True)):
+        raise ValueError(f"a field tensor {list(old.shape)} does not fit in one {list(fresh.shape)}")
+    out = fresh.clone()
+    if old.dim() == 2:
+        out[: old.shape[0], old.shape[1] :] = 0
+    out[tuple(slice(n) for n in old.shape)] = old
+    return out

@@ -61,6 +61,8 @@ class MoAEConfig:
             a token's own embedding reaches it only through its own attention weight among the history's
             and the chunk's tokens, which averages a per-token signal away; in the residual stream it
             reaches the FFN and the output head directly.
+        field_hidden: width of the action field's two hidden layers. A field saved narrower warm-starts
+            a wider one that computes the same (`astra_model.action_field.widened`).
     """
 
     unified_dim: int = 25
@@ -75,6 +77,7 @@ class MoAEConfig:
     content_gate: bool = False
     action_field: bool = False
     field_residual: bool = False
+    field_hidden: int = 128
 
 
 @dataclass
@@ -318,6 +321,7 @@ class AstraConfig:
             ),
             (self.moae.num_experts >= 1, "moae.num_experts must be >= 1"),
             (self.moae.action_field or not self.moae.field_residual, "moae.field_residual needs moae.action_field"),
+            (self.moae.field_hidden >= 1, f"moae.field_hidden must be >= 1, got {self.moae.field_hidden}"),
             (1 <= self.moae.top_k <= self.moae.num_experts, "moae.top_k must be in [1, num_experts]"),
             (self.chunk_latent_frames >= 1, "chunk_latent_frames must be >= 1"),
             (0.0 <= self.noise_aug.prob <= 1.0, "noise_aug.prob must be in [0, 1]"),

@@ -54,7 +54,9 @@ class MixtureOfActionExperts(nn.Module):
         # (row shift, column shift, log-zoom) per latent frame; see `motion_offsets`.
         self.motion = nn.Linear(cfg.unified_dim, 3) if cfg.motion else None
         self.local_motion = LocalMotion(config.latent_channels, cfg.unified_dim) if cfg.local_motion else None
-        self.field = ActionField(cfg.unified_dim, config.dim, num_blocks) if cfg.action_field else None
+        self.field = (
+            ActionField(cfg.unified_dim, config.dim, num_blocks, cfg.field_hidden) if cfg.action_field else None
+        )
         self.content_gates = (
             nn.ModuleList(
                 nn.Sequential(nn.LayerNorm(config.dim, elementwise_affine=False), nn.Linear(config.dim, config.dim))

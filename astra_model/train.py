@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from .action_field import widened
 from .checkpoint import WEIGHTS_NAME
 from .config import AstraConfig
 from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
@@ -413,8 +414,9 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     """Copy into `module`'s trainable parameters the tensors of the same name and shape saved in
     `directory` (a checkpoint's `trainable.safetensors`, else a model's `model.safetensors`); returns the
     names left as initialised. An encoder saved before its modality joined `command_targets` is widened
-    (`encoder_with_targets`). A separate world's weight that `directory` lacks (its world was shared
-    there) starts from the shared weight it copies. Raises ValueError when nothing matches."""
+    (`encoder_with_targets`), and so is an action field saved at a narrower `moae.field_hidden`
+    (`widened`). A separate world's weight that `directory` lacks (its world was shared there) starts
+    from the shared weight it copies. Raises ValueError when nothing matches."""
     file = directory / "trainable.safetensors"
     weights = load_file(str(file if file.is_file() else directory / WEIGHTS_NAME))
     params = _trainable(module)
@@ -424,6 +426,10 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
             if name in params and weights[name].shape != params[name].shape:
                 weights[name] = encoder_with_targets(weights[name], config.modalities[modality], config.stacked_frames)
                 print(f"warm start: {name} widened to read {modality}'s targets, their columns zero")
+    for name in [n for n in weights if ".field.net." in n and n in params]:
+        if weights[name].shape != params[name].shape:
+            weights[name] = widened(weights[name], params[name].detach())
+            print(f"warm start: {name} widened to {list(params[name].shape)}")
     shared_names = module.shared_names() if hasattr(module, "shared_names") else {}
     from_shared = [n for n, shared in shared_names.items() if n not in weights and shared in weights]
     for name in from_shared:

@@ -8,12 +8,13 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_config, trained
+from conftest import randomise_action_path, tiny_config, trained
 
 from astra_model import AstraWorldModel
-from astra_model.action_field import ActionField
+from astra_model.action_field import ActionField, widened
 from astra_model.moae import MixtureOfActionExperts, Routed
 from astra_model.rope import grid_positions
+from astra_model.train import warm_start
 
 
 def test_position_features_are_the_coordinates_and_their_octaves():
@@ -69,3 +70,42 @@ def test_the_field_trains_with_the_action_path_and_changes_predictions_once_trai
 def test_a_residual_field_needs_a_field():
     with pytest.raises(ValueError, match=r"moae\.field_residual needs moae\.action_field"):
         tiny_config(moae={"field_residual": True})
+
+
+def test_a_widened_field_computes_what_the_narrow_one_did():
+    narrow = trained(ActionField(3, 8, 2, hidden=16), std=0.5)
+    wide = ActionField(3, 8, 2, hidden=40)
+    with torch.no_grad():
+        for (name, old), new in zip(narrow.state_dict().items(), wide.state_dict().values(), strict=True):
+            new.copy_(widened(old, new))
+            assert torch.equal(new[tuple(slice(n) for n in old.shape)], old), name
+    assert wide.net[0].weight[16:].abs().min() > 0  # the new units read the inputs from the start
+    assert not wide.net[2].weight[:16, 16:].any() and not wide.net[4].weight[:, 16:].any()
+    xy = torch.rand(6, 2) * 2 - 1
+    features = torch.randn(2, 2, 3)
+    torch.testing.assert_close(wide(features, torch.ones(2, 2, 1), xy), narrow(features, torch.ones(2, 2, 1), xy))
+    with pytest.raises(ValueError, match=r"a field tensor \[40, 5\] does not fit in one \[16, 5\]"):
+        widened(torch.zeros(40, 5), torch.zeros(16, 5))
+
+
+def test_a_wider_field_warm_starts_from_a_narrow_one_and_predicts_the_same(tmp_path):
+    torch.manual_seed(0)
+    narrow = AstraWorldModel(tiny_config(moae={"action_field": True, "field_hidden": 16})).eval()
+    randomise_action_path(narrow)
+    trained(narrow.moae.field, std=0.3)
+    narrow.save_pretrained(tmp_path)
+    wide = AstraWorldModel(narrow.config.replace(moae={"field_hidden": 48}), backbone=narrow.backbone, vae=narrow.vae)
+    wide.set_trainable()
+    assert warm_start(wide, tmp_path) == [] and wide.moae.field.net[0].weight.shape[0] == 48
+    x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
+    acts = {"twist": torch.randn(1, 8, 6)}
+    with torch.no_grad():
+        expected, got = narrow(x, t, acts, hist).velocity, wide.eval()(x, t, acts, hist).velocity
+    assert narrow.moae.field.net[-1].weight.abs().min() > 0  # the saved field does change predictions
+    torch.testing.assert_close(got, expected)
+    assert AstraWorldModel.from_pretrained(tmp_path).config.moae.field_hidden == 16
+
+
+def test_the_field_width_must_be_positive():
+    with pytest.raises(ValueError, match=r"moae\.field_hidden must be >= 1, got 0"):
+        tiny_config(moae={"action_field": True, "field_hidden": 0})
