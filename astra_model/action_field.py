@@ -12,6 +12,15 @@ every generated token from:
 Its output, one embedding per block, is added to the experts' embedding of the token. Only the chunk
 tokens get it: history tokens show where the arm was. The last layer starts at zero, so a fresh field
 adds nothing and the model reproduces one without it exactly.
+
+With `render_dim` > 0 (`moae.field_render`) a second MLP of the same inputs, the renderer, predicts
+the token's clean latent, and the field reads that drawing beside its inputs. Through the flow loss
+alone the field learns where the links go only as far as the frozen network downstream makes use of
+it: measured in session 28, a field trained that way draws the arm no better with its own commands
+than with another clip's. The renderer learns from its own target only (`field_render_weight`; its
+inputs and its drawing are detached), so it can be fitted on its own, without the transformer, before
+the field learns to use it. The field's weights from the drawing start at zero when a field saved
+without one is widened (`widened`), so the model then computes what it did.
 """
 
 from __future__ import annotations
@@ -23,16 +32,14 @@ from torch import nn
 
 
 class ActionField(nn.Module):
-    def __init__(self, unified_dim: int, dim: int, blocks: int, hidden: int = 128, octaves: int = 3) -> None:
+    def __init__(
+        self, unified_dim: int, dim: int, blocks: int, hidden: int = 128, octaves: int = 3, render_dim: int = 0
+    ) -> None:
         super().__init__()
         self.blocks, self.dim, self.octaves = blocks, dim, octaves
-        self.net = nn.Sequential(
-            nn.Linear(unified_dim + 2 + 4 * octaves, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, blocks * dim),
-        )
+        inputs = unified_dim + 2 + 4 * octaves
+        self.net = _mlp(inputs + render_dim, hidden, blocks * dim)
+        self.renderer = _mlp(inputs, hidden, render_dim) if render_dim else None
         self.reset()
 
     @torch.no_grad()
@@ -47,8 +54,11 @@ class ActionField(nn.Module):
         angles = xy[:, None, :] * frequencies[:, None]  # [S, octaves, 2]
         return torch.cat([xy, angles.sin().flatten(1), angles.cos().flatten(1)], dim=-1)
 
-    def forward(self, features: torch.Tensor, weight: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
-        """Embeddings `[B, F * S, blocks, dim]` of a chunk's tokens, frame-major.
+    def forward(
+        self, features: torch.Tensor, weight: torch.Tensor, xy: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Embeddings `[B, F * S, blocks, dim]` of a chunk's tokens, frame-major, and the renderer's
+        prediction of their clean latents `[B, F * S, render_dim]` (None without a renderer).
 
         Args:
             features: `[B, F, unified_dim]` action features per latent frame.
@@ -60,8 +70,18 @@ class ActionField(nn.Module):
         tokens = xy.shape[0] // f
         position = self.encode_position(xy.to(features.dtype)).expand(b, -1, -1)
         inputs = torch.cat([features.repeat_interleave(tokens, dim=1), position], dim=-1)
+        rendered = None
+        if self.renderer is not None:
+            rendered = self.renderer(inputs.detach())
+            inputs = torch.cat([inputs, rendered.detach()], dim=-1)
         out = self.net(inputs) * weight.repeat_interleave(tokens, dim=1)
-        return out.unflatten(-1, (self.blocks, self.dim))
+        return out.unflatten(-1, (self.blocks, self.dim)), rendered
+
+
+def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(inputs, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, outputs)
+    )
 
 
 def widened(old: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:

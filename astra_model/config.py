@@ -63,6 +63,9 @@ class MoAEConfig:
             reaches the FFN and the output head directly.
         field_hidden: width of the action field's two hidden layers. A field saved narrower warm-starts
             a wider one that computes the same (`astra_model.action_field.widened`).
+        field_render: a second MLP of the field's inputs, the renderer, predicts each generated token's
+            clean latent, and the field reads that drawing beside its inputs (ours). The renderer learns
+            only from that target (`field_render_weight`), a direct one for what the commands put where.
     """
 
     unified_dim: int = 25
@@ -78,6 +81,7 @@ class MoAEConfig:
     action_field: bool = False
     field_residual: bool = False
     field_hidden: int = 128
+    field_render: bool = False
 
 
 @dataclass
@@ -321,6 +325,7 @@ class AstraConfig:
             ),
             (self.moae.num_experts >= 1, "moae.num_experts must be >= 1"),
             (self.moae.action_field or not self.moae.field_residual, "moae.field_residual needs moae.action_field"),
+            (self.moae.action_field or not self.moae.field_render, "moae.field_render needs moae.action_field"),
             (self.moae.field_hidden >= 1, f"moae.field_hidden must be >= 1, got {self.moae.field_hidden}"),
             (1 <= self.moae.top_k <= self.moae.num_experts, "moae.top_k must be in [1, num_experts]"),
             (self.chunk_latent_frames >= 1, "chunk_latent_frames must be >= 1"),

@@ -54,8 +54,12 @@ class MixtureOfActionExperts(nn.Module):
         # (row shift, column shift, log-zoom) per latent frame; see `motion_offsets`.
         self.motion = nn.Linear(cfg.unified_dim, 3) if cfg.motion else None
         self.local_motion = LocalMotion(config.latent_channels, cfg.unified_dim) if cfg.local_motion else None
+        # A token is 1 x 2 x 2 latent pixels (Wan's patch), which is what the renderer predicts.
+        render_dim = 4 * config.latent_channels if cfg.field_render else 0
         self.field = (
-            ActionField(cfg.unified_dim, config.dim, num_blocks, cfg.field_hidden) if cfg.action_field else None
+            ActionField(cfg.unified_dim, config.dim, num_blocks, cfg.field_hidden, render_dim=render_dim)
+            if cfg.action_field
+            else None
         )
         self.content_gates = (
             nn.ModuleList(
@@ -89,11 +93,17 @@ class MixtureOfActionExperts(nn.Module):
             return embedding
         return embedding * (1 + self.content_gates[block](x).to(embedding.dtype))
 
-    def field_embedding(self, routed: list[Routed], positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    def field_embedding(
+        self, routed: list[Routed], positions: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`[B, F * S, blocks, dim]` action field of the chunk tokens at `positions` `[F * S, 3]` (frame, row,
-        column) of a `height x width` token grid (`moae.action_field`)."""
+        column) of a `height x width` token grid (`moae.action_field`), and its renderer's drawing of
+        their clean latents `[B, F * S, 4 C]` (`moae.field_render`, else None)."""
         xy = spatial_basis(positions, height, width)[:, 1:]
-        return sum(self.field(item.features, item.gates.sum(dim=-1, keepdim=True), xy) for item in routed)
+        outputs = [self.field(item.features, item.gates.sum(dim=-1, keepdim=True), xy) for item in routed]
+        embedding = sum(out for out, _ in outputs)
+        rendered = sum(r for _, r in outputs) if self.field.renderer is not None else None
+        return embedding, rendered
 
     @property
     def moves(self) -> bool:

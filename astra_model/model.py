@@ -37,11 +37,15 @@ class AstraOutput:
         load_balance_loss: scalar MoAE router loss (0 without learned routing or actions).
         motion_offsets: `[B, F * h/2 * w/2, 3]` (frame, row, column) shifts, in tokens, that the MoAE
             motion heads gave the chunk tokens' rotary positions; None when no motion head ran.
+        field_render: `[B, F * h/2 * w/2, 4 C]` the action field's renderer's prediction of each chunk
+            token's clean latent (`moae.field_render`; a token's 2 x 2 latent pixels as `pixel_unshuffle`
+            orders them); None without a renderer or actions.
     """
 
     velocity: torch.Tensor
     load_balance_loss: torch.Tensor
     motion_offsets: torch.Tensor | None = None
+    field_render: torch.Tensor | None = None
 
 
 @dataclass
@@ -241,9 +245,9 @@ class AstraWorldModel(nn.Module):
         # `moae.content_gate`).
         routed, lb_loss = self._route_actions(moae, actions, f, b, action_mask, noisy_latents, history)
 
-        field = None
+        field = rendered = None
         if routed is not None and moae.field is not None:
-            field = moae.field_embedding(routed.chunk, chunk_pos, h // 2, w // 2)
+            field, rendered = moae.field_embedding(routed.chunk, chunk_pos, h // 2, w // 2)
         spatial = self.config.moae.spatial
         chunk_basis = spatial_basis(chunk_pos, h // 2, w // 2) if spatial else None
         hist_stream = hist_basis = None
@@ -290,7 +294,7 @@ class AstraWorldModel(nn.Module):
             kv_cache.layers = new_cache
 
         # Head, on chunk tokens only.
-        return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, offsets)
+        return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, offsets, rendered)
 
     def change_reference(
         self, actions: Mapping[str, torch.Tensor] | None, history: History | None

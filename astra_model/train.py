@@ -89,8 +89,10 @@ class TrainConfig:
     parting_prob: float | dict[str, float] = 0.0
     # the weight of the error where the latents change (see training.py; 0 is the paper's plain loss),
     motion_weight: float | dict[str, float] = 0.0
-    # and the weight of the warp term on the motion heads.
+    # the weight of the warp term on the motion heads,
     warp_weight: float | dict[str, float] = 0.0
+    # and the weight of the render term on the action field (a model with `moae.field_render`).
+    field_render_weight: float | dict[str, float] = 0.0
     # Weight of the family term on family batches (see training.py; 0 is the paper's plain flow matching).
     family_weight: float = 0.0
     # Stage 3, each world's share of the loss, relative (a mapping leaves the worlds it omits at the default 1):
@@ -103,8 +105,9 @@ class TrainConfig:
         return min(self.steps, self.stop_at or self.steps)
 
     def for_modality(self, name: str, modality: str) -> float:
-        """Setting `name` (`parting_prob`, `motion_weight`, `warp_weight` or `world_weight`) in `modality`'s
-        batches; a mapping gives the modalities it leaves out the setting's default."""
+        """Setting `name` (`parting_prob`, `motion_weight`, `warp_weight`, `field_render_weight` or
+        `world_weight`) in `modality`'s batches; a mapping gives the modalities it leaves out the setting's
+        default."""
         weight = getattr(self, name)
         if isinstance(weight, dict):
             return float(weight.get(modality, self.__dataclass_fields__[name].default))
@@ -336,6 +339,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             family_weight=cfg.family_weight,
             motion_weight=cfg.for_modality("motion_weight", modality),
             warp_weight=0.0 if evaluating else cfg.for_modality("warp_weight", modality),
+            field_render_weight=0.0 if evaluating else cfg.for_modality("field_render_weight", modality),
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -350,18 +354,21 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             "load_balance": sum(t.load_balance for t in terms) / len(terms),
             "family": sum(t.family for t in terms) / len(terms),
             "warp": sum(t.warp for t in terms) / len(terms),
+            "render": sum(t.render for t in terms) / len(terms),
         }
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
         # Clean history and every action kept, so the numbers compare across runs and ablations.
-        def val_flow(modality, shuffle: bool = False, parting: float = 0.0) -> float:
+        def val_flow(modality, shuffle: bool = False, parting: float = 0.0, term: str = "flow") -> float:
             rng, gen = np.random.default_rng(1234), torch.Generator().manual_seed(1234)
-            losses = [batch_loss(val_clips, modality, rng, gen, True, shuffle, parting).flow.item() for _ in range(4)]
-            return float(np.mean(losses))
+            terms = [batch_loss(val_clips, modality, rng, gen, True, shuffle, parting) for _ in range(4)]
+            return float(np.mean([getattr(t, term).item() for t in terms]))
 
         metrics = {f"val_flow/{m}": val_flow(m) for m in modalities}
         metrics["val_flow"] = float(np.mean(list(metrics.values())))
+        if model.config.moae.field_render:
+            metrics.update({f"val_render/{m}": val_flow(m, term="render") for m in modalities})
         if cfg.stage == "astra":
             # Same clips and noise with the commands swapped between samples: > 0 once actions are used.
             for m in modalities:

@@ -29,6 +29,11 @@
   `warp_weight` x the mean squared error of that warp is added. It is a direct, low-noise target for
   where the commands move things; through the flow loss alone the heads learn that only as far as
   attention happens to use it.
+- Render term (ours, not the paper's; off by default): with `moae.field_render` the action field's
+  renderer predicts each chunk token's clean latent from the commands and the token's place in the
+  image, and `field_render_weight` x the mean squared error of that prediction is added. It is a direct
+  target for what the commands put where (in a fixed camera's view: which tokens the links cover), which
+  the field otherwise learns only through what the frozen network downstream makes of it.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class LossTerms:
     load_balance: torch.Tensor
     family: torch.Tensor  # variance of the residuals across a family batch (0 otherwise)
     warp: torch.Tensor  # error of the latest history frame moved by the motion heads (0 without them)
+    render: torch.Tensor  # error of the action field's renderer on the clean chunk (0 without one)
 
 
 def flow_matching_loss(
@@ -91,6 +97,7 @@ def flow_matching_loss(
     family_weight: float = 0.0,
     motion_weight: float = 0.0,
     warp_weight: float = 0.0,
+    field_render_weight: float = 0.0,
 ) -> LossTerms:
     """Astra's training loss on a batch of chunks.
 
@@ -103,6 +110,7 @@ def flow_matching_loss(
         family_weight: weight of the family term, in a family batch (see the module docstring).
         motion_weight: > 0 weights the error where a family's clean latents change (see the module docstring).
         warp_weight: weight of the warp term (see the module docstring).
+        field_render_weight: weight of the render term (see the module docstring).
     """
     cfg = model.config
     b = target_latents.shape[0]
@@ -130,9 +138,34 @@ def flow_matching_loss(
     warp = flow.new_zeros(())
     if out.motion_offsets is not None and latest is not None:
         warp = warp_error(latest, target_latents, out.motion_offsets, mask)
+    render = flow.new_zeros(())
+    if out.field_render is not None:
+        render = render_error(target_latents, out.field_render, mask)
     lb = cfg.moae.load_balance_weight * out.load_balance_loss
-    total = weighted + lb + family_weight * spread + warp_weight * warp
-    return LossTerms(total, flow, out.load_balance_loss, spread, warp)
+    total = weighted + lb + family_weight * spread + warp_weight * warp + field_render_weight * render
+    return LossTerms(total, flow, out.load_balance_loss, spread, warp, render)
+
+
+def _tokens(latents: torch.Tensor) -> torch.Tensor:
+    """`[B * F, 4 C, h/2, w/2]`: each frame of `[B, C, F, h, w]` latents as tokens of 2 x 2 latent pixels."""
+    return F.pixel_unshuffle(latents.float().transpose(1, 2).flatten(0, 1), 2)
+
+
+def _mean_over_kept(error: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-sample errors `[B, ...]` over the samples that kept their actions (0 if none did)."""
+    if kept is not None:
+        error = error[kept.bool()]
+    return error.mean() if error.numel() else error.new_zeros(())
+
+
+def render_error(
+    target_latents: torch.Tensor, rendered: torch.Tensor, kept: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error between the action field's render `[B, F * h/2 * w/2, 4 C]` (`AstraOutput.field_render`)
+    and the chunk's clean latents `[B, C, F, h, w]`, over the samples that kept their actions (`kept` `[B]`)."""
+    b = target_latents.shape[0]
+    want = _tokens(target_latents).flatten(2).transpose(1, 2).reshape(b, -1, rendered.shape[-1])
+    return _mean_over_kept((rendered.float() - want).square(), kept)
 
 
 def warp_error(
@@ -156,11 +189,8 @@ def warp_error(
     grid = torch.stack([2 * q / (cols - 1) - 1, 2 * r / (rows - 1) - 1], dim=-1)  # grid_sample wants (x, y)
     source = F.pixel_unshuffle(latest.float(), 2).repeat_interleave(f, dim=0)  # a token is 2x2 latent pixels
     warped = F.grid_sample(source, grid, align_corners=True, padding_mode="border")
-    want = F.pixel_unshuffle(target_latents.float().transpose(1, 2).flatten(0, 1), 2)
-    error = (warped - want).square().mean(dim=(1, 2, 3)).view(b, f)
-    if kept is not None:
-        error = error[kept.bool()]
-    return error.mean() if error.numel() else error.new_zeros(())
+    error = (warped - _tokens(target_latents)).square().mean(dim=(1, 2, 3)).view(b, f)
+    return _mean_over_kept(error, kept)
 
 
 def motion_weights(target_latents: torch.Tensor, history: History | None, strength: float) -> torch.Tensor:

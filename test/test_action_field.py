@@ -1,6 +1,7 @@
 """The action field (`moae.action_field`): per-token embeddings, nonlinear in the commands, that depend
-on where the token is and vanish where the actions were dropped. That a fresh field changes nothing is
-checked with the other per-token heads in test_local_motion.py."""
+on where the token is and vanish where the actions were dropped; its render head (`moae.field_render`)
+and the loss term that trains it. That a fresh field changes nothing is checked with the other
+per-token heads in test_local_motion.py."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from conftest import randomise_action_path, tiny_config, trained
 
 from astra_model import AstraWorldModel
 from astra_model.action_field import ActionField, widened
+from astra_model.history import History
 from astra_model.moae import MixtureOfActionExperts, Routed
 from astra_model.rope import grid_positions
 from astra_model.train import warm_start
+from astra_model.training import flow_matching_loss, render_error
 
 
 def test_position_features_are_the_coordinates_and_their_octaves():
@@ -31,13 +34,13 @@ def test_each_token_gets_its_own_embedding_per_block_and_frame():
     field = trained(ActionField(3, 8, 2, hidden=16), std=0.5)
     xy = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]]).repeat(2, 1)  # 2 frames x 4 tokens
     features = torch.randn(2, 2, 3)
-    out = field(features, torch.ones(2, 2, 1), xy)
-    assert out.shape == (2, 8, 2, 8) and out.dtype == torch.float32
+    out, rendered = field(features, torch.ones(2, 2, 1), xy)
+    assert out.shape == (2, 8, 2, 8) and out.dtype == torch.float32 and rendered is None
     assert not torch.allclose(out[:, 0], out[:, 3])  # two corners of one frame differ
     assert not torch.allclose(out[:, :, 0], out[:, :, 1])  # so do the blocks
-    same = field(features[:, :1].expand(-1, 2, -1), torch.ones(2, 2, 1), xy)
+    same, _ = field(features[:, :1].expand(-1, 2, -1), torch.ones(2, 2, 1), xy)
     torch.testing.assert_close(same[:, :4], same[:, 4:])  # same commands, same place: same embedding
-    doubled = field(2 * features, torch.ones(2, 2, 1), xy)
+    doubled, _ = field(2 * features, torch.ones(2, 2, 1), xy)
     assert not torch.allclose(doubled, 2 * out)  # not linear in the commands, unlike the experts
 
 
@@ -45,8 +48,8 @@ def test_dropped_actions_get_no_field():
     moae = MixtureOfActionExperts(tiny_config(moae={"unified_dim": 3, "action_field": True}), 2)
     trained(moae.field, std=0.5)
     features, gates = torch.randn(2, 2, 3), torch.tensor([[[1.0, 0, 0]] * 2, [[0.0, 0, 0]] * 2])
-    out = moae.field_embedding([Routed(features, gates)], grid_positions(torch.arange(2), 3, 4), 3, 4)
-    assert out.shape == (2, 2 * 12, 2, moae.config.dim)
+    out, rendered = moae.field_embedding([Routed(features, gates)], grid_positions(torch.arange(2), 3, 4), 3, 4)
+    assert out.shape == (2, 2 * 12, 2, moae.config.dim) and rendered is None
     assert out[0].abs().min() > 0 and not out[1].any()
 
 
@@ -83,7 +86,7 @@ def test_a_widened_field_computes_what_the_narrow_one_did():
     assert not wide.net[2].weight[:16, 16:].any() and not wide.net[4].weight[:, 16:].any()
     xy = torch.rand(6, 2) * 2 - 1
     features = torch.randn(2, 2, 3)
-    torch.testing.assert_close(wide(features, torch.ones(2, 2, 1), xy), narrow(features, torch.ones(2, 2, 1), xy))
+    torch.testing.assert_close(wide(features, torch.ones(2, 2, 1), xy)[0], narrow(features, torch.ones(2, 2, 1), xy)[0])
     with pytest.raises(ValueError, match=r"a field tensor \[40, 5\] does not fit in one \[16, 5\]"):
         widened(torch.zeros(40, 5), torch.zeros(16, 5))
 
@@ -109,3 +112,73 @@ def test_a_wider_field_warm_starts_from_a_narrow_one_and_predicts_the_same(tmp_p
 def test_the_field_width_must_be_positive():
     with pytest.raises(ValueError, match=r"moae\.field_hidden must be >= 1, got 0"):
         tiny_config(moae={"action_field": True, "field_hidden": 0})
+
+
+def test_a_renderer_joins_a_saved_field_without_changing_its_predictions(tmp_path):
+    torch.manual_seed(0)
+    plain = AstraWorldModel(tiny_config(moae={"action_field": True})).eval()
+    randomise_action_path(plain)
+    trained(plain.moae.field, std=0.3)
+    plain.save_pretrained(tmp_path)
+    config = plain.config.replace(moae={"field_render": True})
+    rendering = AstraWorldModel(config, backbone=plain.backbone, vae=plain.vae)
+    rendering.set_trainable()
+    fresh = warm_start(rendering, tmp_path)
+    assert fresh == sorted(f"moae.field.renderer.{i}.{k}" for i in (0, 2, 4) for k in ("bias", "weight"))
+    field = rendering.moae.field
+    inputs = plain.moae.field.net[0].in_features
+    assert field.net[0].in_features == inputs + 4 * 16 and not field.net[0].weight[:, inputs:].any()
+    trained(field.renderer, std=0.3)  # a fitted renderer draws something
+    x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
+    acts = {"twist": torch.randn(1, 8, 6)}
+    rendering.eval()
+    with torch.no_grad():
+        expected, got = plain(x, t, acts, hist), rendering(x, t, acts, hist)
+        torch.testing.assert_close(got.velocity, expected.velocity)  # the field reads the drawing with zero weight
+        assert expected.field_render is None and rendering(x, t, None, hist).field_render is None
+        assert got.field_render.shape == (1, 2 * 4 * 4, 4 * 16)  # 2 frames of 4 x 4 tokens, 2 x 2 x 16 latents each
+        field.net[0].weight[:, inputs:].normal_(std=0.5)
+        assert not torch.allclose(rendering(x, t, acts, hist).velocity, expected.velocity)  # once it reads it
+
+
+def test_render_error_compares_each_token_with_its_own_latent_pixels():
+    target = torch.randn(2, 3, 2, 4, 6)  # [B, C, F, h, w]: 2 x 3 tokens of 2 x 2 latent pixels per frame
+    # Token (f, r, c) holds target[:, :, f, 2r:2r+2, 2c:2c+2], channel-major as pixel_unshuffle orders it.
+    tokens = target.reshape(2, 3, 2, 2, 2, 3, 2).permute(0, 2, 3, 5, 1, 4, 6).reshape(2, 12, 12)
+    assert render_error(target, tokens).item() == 0.0
+    off = tokens + torch.tensor([1.0, 3.0]).view(2, 1, 1)
+    assert render_error(target, off).item() == pytest.approx(5.0)  # (1 + 9) / 2
+    assert render_error(target, off, torch.tensor([True, False])).item() == pytest.approx(1.0)
+    assert render_error(target, off, torch.tensor([False, False])).item() == 0.0  # every command dropped
+
+
+def test_the_render_term_is_added_with_its_weight_and_trains_the_field():
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(moae={"action_field": True, "field_render": True}))
+    randomise_action_path(model)
+    history = History.from_latents(torch.randn(2, 16, 3, 8, 8))
+    target, actions = torch.randn(2, 16, 2, 8, 8), {"twist": torch.randn(2, 8, 6)}
+
+    def terms(weight):
+        gen = torch.Generator().manual_seed(0)
+        return flow_matching_loss(
+            model, target, history, actions, gen, action_dropout=False, field_render_weight=weight
+        )
+
+    plain, rendered = terms(0.0), terms(2.0)
+    lb = model.config.moae.load_balance_weight
+    assert torch.equal(plain.render, rendered.render) and rendered.render > 0
+    torch.testing.assert_close(plain.total, plain.flow + lb * plain.load_balance)
+    torch.testing.assert_close(rendered.total, plain.total + 2.0 * rendered.render)
+    rendered.render.backward()
+    # The render term trains the renderer alone: the field and the encoders behind it learn from the flow.
+    assert all(p.grad.abs().sum() > 0 for p in model.moae.field.renderer.parameters())
+    assert all(p.grad is None for p in (*model.moae.field.net.parameters(), *model.moae.encoders.parameters()))
+    gen = torch.Generator().manual_seed(0)
+    fieldless = AstraWorldModel(tiny_config(moae={"action_field": True}))
+    assert flow_matching_loss(fieldless, target, history, actions, gen, field_render_weight=2.0).render == 0
+
+
+def test_a_render_head_needs_a_field():
+    with pytest.raises(ValueError, match=r"moae\.field_render needs moae\.action_field"):
+        tiny_config(moae={"field_render": True})

@@ -182,7 +182,7 @@ def test_stage_yaml_base_supplies_what_the_file_leaves_out_mappings_merged(tmp_p
     assert cfg.data.train == ["t"]
 
 
-@pytest.mark.parametrize("name", ["parting_prob", "motion_weight", "warp_weight"])
+@pytest.mark.parametrize("name", ["parting_prob", "motion_weight", "warp_weight", "field_render_weight"])
 def test_stage_settings_are_one_number_or_one_per_modality(tmp_path, name):
     (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
     assert TrainConfig.load(tmp_path / "s.yaml").for_modality(name, "twist") == 0.0  # off by default
@@ -393,3 +393,17 @@ def test_decoder_stage_tunes_only_the_vae_decoder_of_a_world_model_and_resumes(r
         # The encoder (so every latent) and the transformer are bit-exact; the decoder learned.
         assert torch.equal(value, ref[name]) == (name not in decoder), name
     assert after.config == before.config  # latent statistics included
+
+
+def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir, tmp_path):
+    model = {"moae": {"action_field": True, "field_render": True}}
+    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), model=model, field_render_weight=0.5)
+    stage = _stage(cfg)
+    metrics = stage.evaluate()
+    renders = {k: v for k, v in metrics.items() if k.startswith("val_render/")}
+    assert set(renders) == {"val_render/camera_pose", "val_render/joints", "val_render/twist"}
+    assert all(v > 0 for v in renders.values())
+    terms = stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))
+    assert terms["render"] > 0
+    plain = _stage(_config(recorded, tmp_path / "plain", "astra", init_from=str(backbone_dir)))
+    assert not any(k.startswith("val_render/") for k in plain.evaluate())
