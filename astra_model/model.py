@@ -296,6 +296,20 @@ class AstraWorldModel(nn.Module):
         # Head, on chunk tokens only.
         return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, offsets, rendered)
 
+    def field_drawing(self, actions: Mapping[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:
+        """The action field's renderer's drawing `[B, F * h/2 * w/2, 4 C]` (as `AstraOutput.field_render`) of a
+        chunk of latents shaped `latent_shape` `[B, C, F, h, w]` under `actions` (as the model reads them),
+        without running the transformer; None when the commanded world's field has no renderer."""
+        b, _, f, h, w = latent_shape
+        world = world_of(actions, self.config.separate_worlds)
+        moae = (self.worlds[world] if world is not None else self.shared_weights()).moae
+        if moae.field is None or moae.field.renderer is None:
+            return None
+        like = moae.field.renderer[0].weight
+        routed, _ = self._route_actions(moae, actions, f, b, None, like, None)
+        # The field reads a token's place in the image, not its frame index.
+        return moae.field_embedding(routed.chunk, grid_positions(torch.arange(f), h // 2, w // 2), h // 2, w // 2)[1]
+
     def change_reference(
         self, actions: Mapping[str, torch.Tensor] | None, history: History | None
     ) -> torch.Tensor | None:

@@ -11,6 +11,8 @@ Stages (one YAML config each, see `config/train_*.yaml`):
 3. `astra`: freeze the backbone and train ACT-Adapters, self-attention, history embedders and MoAE with
    flow matching, noise-augmented history and action dropout, all domains mixed (one micro-batch per
    modality per optimiser step). `ablation:` trains the paper's ablations with the same budget.
+   `renderer` (ours): fit only the action fields' renderers (`moae.field_render`) of a stage-3 model to
+   draw the chunks of the data from their commands, without the transformer, before stage 3 goes on.
 
 Every stage resumes from its latest checkpoint (`--resume`), shows tqdm progress, logs TensorBoard
 scalars, writes safetensors checkpoints, evaluates periodically on held-out episodes, uses bf16 autocast
@@ -42,10 +44,10 @@ from .config import AstraConfig
 from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
 from .moae import encoder_with_targets
 from .model import AstraWorldModel
-from .training import flow_matching_loss
+from .training import flow_matching_loss, render_error
 
 ABLATIONS = ("no_noise_aug", "no_afg", "shared_expert")
-STAGES = ("vae", "decoder", "backbone", "astra")
+STAGES = ("vae", "decoder", "backbone", "astra", "renderer")
 
 
 @dataclass
@@ -281,6 +283,78 @@ def _load_vae(path: str | Path) -> AutoencoderKLWan:
     return AutoencoderKLWan.from_pretrained(folder / "vae" if (folder / "vae").is_dir() else folder)
 
 
+def _stage_three_model(cfg: TrainConfig, train_eps) -> AstraWorldModel:
+    """The model stage 3 trains: `cfg.init_from`'s frozen backbone and VAE under `cfg.model`, Astra's weights
+    trainable (as initialised: `warm_start` brings a run's trained ones)."""
+    base = AstraWorldModel.from_pretrained(cfg.init_from)
+    # The statistics are those of this stage's data, as the model will read it (`cfg.model` may change how);
+    # a modality this stage has no data for (one world trained alone) keeps the base's.
+    config = _apply_ablation(base.config.replace(**{"action_stats": {}, **cfg.model}), cfg.ablation)
+    stats = action_stats(train_eps, config)
+    kept = {m: s for m, s in base.config.action_stats.items() if m in config.modalities and m not in stats}
+    config = config.replace(action_stats={**kept, **stats})
+    model = AstraWorldModel(config, backbone=base.backbone, vae=base.vae)
+    model.history_embedder.load_state_dict(base.history_embedder.state_dict())
+    model.reset_worlds()
+    model.set_trainable()
+    model.seed_frame = base.seed_frame
+    return model
+
+
+class _Drawing(torch.nn.Module):
+    """`AstraWorldModel.field_drawing` as a module's forward, so that DDP can wrap it."""
+
+    def __init__(self, model: AstraWorldModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, actions: dict[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:
+        return self.model.field_drawing(actions, latent_shape)
+
+
+def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
+    """Fit the action fields' renderers to the data's chunks; every other weight is `cfg.init_from`'s."""
+    model = _stage_three_model(cfg, train_eps)
+    if not model.config.moae.field_render:
+        raise ValueError("stage 'renderer' fits the action field's renderer: set model: {moae: {field_render: true}}")
+    warm_start(model, Path(cfg.init_from))
+    for name, param in model.named_parameters():
+        param.requires_grad_("field.renderer." in name)
+    model.to(device).train()
+    net = wrap(_Drawing(model))
+    clips = LatentClips(train_eps, model.vae, model.config, cfg.data.cache_dir)
+    val_clips = LatentClips(val_eps, model.vae, model.config, cfg.data.cache_dir)
+    modalities = clips.modalities()
+
+    def error(data: LatentClips, modality: str, rng, parting: float, shuffle: bool = False) -> torch.Tensor:
+        batch = data.sample(cfg.batch_size, modality, rng, parting)
+        target = batch.target.to(device)
+        acts = {k: v.to(device).roll(1 if shuffle else 0, dims=0) for k, v in batch.actions.items()}
+        drawing = net(acts, target.shape)
+        if drawing is None:
+            raise ValueError(f"stage 'renderer': the {modality!r} world's action field has no renderer")
+        return render_error(target, drawing)
+
+    def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        render = sum(error(clips, m, rng, cfg.for_modality("parting_prob", m)) for m in modalities) / len(modalities)
+        return {"total": render, "render": render}
+
+    @torch.no_grad()
+    def evaluate() -> dict[str, float]:
+        def val_render(modality: str, shuffle: bool) -> float:
+            rng = np.random.default_rng(1234)
+            return float(np.mean([error(val_clips, modality, rng, 0.5, shuffle).item() for _ in range(4)]))
+
+        metrics = {}
+        for m in modalities:
+            metrics[f"val_render/{m}"] = val_render(m, False)
+            # Another sample's commands: how much of the drawing the commands decide.
+            metrics[f"render_gap/{m}"] = val_render(m, True) - metrics[f"val_render/{m}"]
+        return metrics
+
+    return Stage(model, net, loss, evaluate, lambda path: model.save_pretrained(path))
+
+
 def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
     if cfg.stage == "backbone":
         vae = _load_vae(cfg.init_from)
@@ -291,18 +365,8 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
         model.backbone.requires_grad_(True)
         model.history_embedder.requires_grad_(True)
     else:
-        base = AstraWorldModel.from_pretrained(cfg.init_from)
-        # The statistics are those of this stage's data, as the model will read it (`cfg.model` may change how);
-        # a modality this stage has no data for (one world trained alone) keeps the base's.
-        config = _apply_ablation(base.config.replace(**{"action_stats": {}, **cfg.model}), cfg.ablation)
-        stats = action_stats(train_eps, config)
-        kept = {m: s for m, s in base.config.action_stats.items() if m in config.modalities and m not in stats}
-        config = config.replace(action_stats={**kept, **stats})
-        model = AstraWorldModel(config, backbone=base.backbone, vae=base.vae)
-        model.history_embedder.load_state_dict(base.history_embedder.state_dict())
-        model.reset_worlds()
-        model.set_trainable()
-        model.seed_frame = base.seed_frame
+        model = _stage_three_model(cfg, train_eps)
+        config = model.config
     # The default start frame of `astra-rollout` comes from a world of the model's first modality, which is
     # the one its demo command drives (the base's when this stage has no data of that world).
     first = next(iter(config.modalities))
@@ -467,7 +531,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(cfg.seed + rank)
     out = Path(cfg.out_dir)
     train_eps, val_eps = _load_episodes(cfg)
-    build = {"vae": vae_stage, "decoder": decoder_stage}.get(cfg.stage, world_model_stage)
+    build = {"vae": vae_stage, "decoder": decoder_stage, "renderer": renderer_stage}.get(cfg.stage, world_model_stage)
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
         if world == 1:

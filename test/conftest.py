@@ -7,8 +7,9 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
-from astra_model import AstraConfig, AstraWorldModel
+from astra_model import AstraConfig, AstraWorldModel, History
 from astra_model.data import LatentClips, VideoEpisode
+from astra_model.training import flow_matching_loss
 
 
 def tiny_config(**overrides) -> AstraConfig:
@@ -22,6 +23,25 @@ def randomise_action_path(model: AstraWorldModel, std: float = 0.5, seed: int = 
         for block in model.moae.experts:
             for expert in block:
                 expert.weight.copy_(torch.randn(expert.weight.shape, generator=gen) * std)
+
+
+def added_term(model: AstraWorldModel, weight_name: str, term: str, weight: float = 3.0) -> torch.Tensor:
+    """`flow_matching_loss`'s term `term` under `weight_name=weight`, on one fixed batch of two twist clips with
+    their commands kept, after checking that the term does not depend on its weight and is added with it."""
+    gen = torch.Generator().manual_seed(0)
+    history = History.from_latents(torch.randn(2, 16, 3, 8, 8, generator=gen))
+    target, actions = torch.randn(2, 16, 2, 8, 8, generator=gen), {"twist": torch.randn(2, 8, 6, generator=gen)}
+    plain, weighted = (
+        flow_matching_loss(
+            model, target, history, actions, torch.Generator().manual_seed(0), action_dropout=False, **{weight_name: w}
+        )
+        for w in (0.0, weight)
+    )
+    lb = model.config.moae.load_balance_weight
+    assert torch.equal(getattr(plain, term), getattr(weighted, term))
+    torch.testing.assert_close(plain.total, plain.flow + lb * plain.load_balance)
+    torch.testing.assert_close(weighted.total, plain.total + weight * getattr(weighted, term))
+    return getattr(weighted, term)
 
 
 def trained(head: torch.nn.Module, std: float = 0.3, seed: int = 0) -> torch.nn.Module:

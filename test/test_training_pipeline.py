@@ -19,6 +19,7 @@ from astra_model.train import (
     _load_episodes,
     latest_checkpoint,
     lr_at,
+    renderer_stage,
     train,
     warm_start,
     world_model_stage,
@@ -395,9 +396,11 @@ def test_decoder_stage_tunes_only_the_vae_decoder_of_a_world_model_and_resumes(r
     assert after.config == before.config  # latent statistics included
 
 
+RENDERING = {"moae": {"action_field": True, "field_render": True}}
+
+
 def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir, tmp_path):
-    model = {"moae": {"action_field": True, "field_render": True}}
-    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), model=model, field_render_weight=0.5)
+    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), model=RENDERING, field_render_weight=0.5)
     stage = _stage(cfg)
     metrics = stage.evaluate()
     renders = {k: v for k, v in metrics.items() if k.startswith("val_render/")}
@@ -405,5 +408,30 @@ def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir,
     assert all(v > 0 for v in renders.values())
     terms = stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))
     assert terms["render"] > 0
+    (tmp_path / "plain").mkdir()
     plain = _stage(_config(recorded, tmp_path / "plain", "astra", init_from=str(backbone_dir)))
     assert not any(k.startswith("val_render/") for k in plain.evaluate())
+
+
+def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_path):
+    cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir), model=RENDERING)
+    stage = renderer_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+    trainable = {n: p for n, p in stage.module.named_parameters() if p.requires_grad}
+    assert trainable and all(".field.renderer." in f".{n}" for n in trainable)
+    metrics = stage.evaluate()
+    worlds = ("camera_pose", "joints", "twist")
+    assert set(metrics) == {f"{k}/{m}" for k in ("val_render", "render_gap") for m in worlds}
+    assert all(metrics[f"val_render/{m}"] > 0 for m in worlds)
+    terms = stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))
+    terms["total"].backward()
+    assert all(p.grad.abs().sum() > 0 for p in trainable.values())
+    # Trained end to end, nothing but the renderer moves.
+    before = AstraWorldModel.from_pretrained(backbone_dir).state_dict()
+    after = AstraWorldModel.from_pretrained(train(cfg)).state_dict()
+    assert all(torch.equal(after[n], t) for n, t in before.items())
+
+
+def test_renderer_stage_needs_a_renderer(recorded, backbone_dir, tmp_path):
+    cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir))
+    with pytest.raises(ValueError, match=r"stage 'renderer' fits the action field's renderer"):
+        renderer_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
