@@ -25,9 +25,13 @@ def randomise_action_path(model: AstraWorldModel, std: float = 0.5, seed: int = 
                 expert.weight.copy_(torch.randn(expert.weight.shape, generator=gen) * std)
 
 
-def added_term(model: AstraWorldModel, weight_name: str, term: str, weight: float = 3.0) -> torch.Tensor:
-    """`flow_matching_loss`'s term `term` under `weight_name=weight`, on one fixed batch of two twist clips with
-    their commands kept, after checking that the term does not depend on its weight and is added with it."""
+def added_term(moae: dict, weight_name: str, term: str, weight: float = 3.0) -> tuple[AstraWorldModel, torch.Tensor]:
+    """A tiny model with the `moae` switches and random experts, and `flow_matching_loss`'s term `term` under
+    `weight_name=weight` on one fixed batch of two twist clips with their commands kept, after checking that
+    the term does not depend on its weight and is added with it."""
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(moae=moae))
+    randomise_action_path(model)
     gen = torch.Generator().manual_seed(0)
     history = History.from_latents(torch.randn(2, 16, 3, 8, 8, generator=gen))
     target, actions = torch.randn(2, 16, 2, 8, 8, generator=gen), {"twist": torch.randn(2, 8, 6, generator=gen)}
@@ -41,7 +45,7 @@ def added_term(model: AstraWorldModel, weight_name: str, term: str, weight: floa
     assert torch.equal(getattr(plain, term), getattr(weighted, term))
     torch.testing.assert_close(plain.total, plain.flow + lb * plain.load_balance)
     torch.testing.assert_close(weighted.total, plain.total + weight * getattr(weighted, term))
-    return getattr(weighted, term)
+    return model, getattr(weighted, term)
 
 
 def trained(head: torch.nn.Module, std: float = 0.3, seed: int = 0) -> torch.nn.Module:
