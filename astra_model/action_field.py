@@ -66,16 +66,23 @@ class ActionField(nn.Module):
                 were dropped, so those samples get nothing).
             xy: `[F * S, 2]` each token's image coordinates (x, y) in [-1, 1], frame-major.
         """
-        b, f = features.shape[:2]
-        tokens = xy.shape[0] // f
-        position = self.encode_position(xy.to(features.dtype)).expand(b, -1, -1)
-        inputs = torch.cat([features.repeat_interleave(tokens, dim=1), position], dim=-1)
+        inputs = self._inputs(features, xy)
         rendered = None
         if self.renderer is not None:
             rendered = self.renderer(inputs.detach())
             inputs = torch.cat([inputs, rendered.detach()], dim=-1)
-        out = self.net(inputs) * weight.repeat_interleave(tokens, dim=1)
+        out = self.net(inputs) * weight.repeat_interleave(xy.shape[0] // features.shape[1], dim=1)
         return out.unflatten(-1, (self.blocks, self.dim)), rendered
+
+    def draw(self, features: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        """The renderer's drawing `[B, F * S, render_dim]` alone, as `forward` gives it, without the field."""
+        return self.renderer(self._inputs(features, xy).detach())
+
+    def _inputs(self, features: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
+        """`[B, F * S, unified_dim + 2 + 4 octaves]`: each token's frame features beside its position."""
+        b, f = features.shape[:2]
+        position = self.encode_position(xy.to(features.dtype)).expand(b, -1, -1)
+        return torch.cat([features.repeat_interleave(xy.shape[0] // f, dim=1), position], dim=-1)
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:

@@ -105,6 +105,11 @@ class MixtureOfActionExperts(nn.Module):
         rendered = sum(r for _, r in outputs) if self.field.renderer is not None else None
         return embedding, rendered
 
+    def field_drawing(self, routed: list[Routed], positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The renderer's drawing alone, as `field_embedding` gives it, without running the field."""
+        xy = spatial_basis(positions, height, width)[:, 1:]
+        return sum(self.field.draw(item.features, xy) for item in routed)
+
     @property
     def moves(self) -> bool:
         """Whether the actions move the generated tokens' rotary positions (either motion head)."""

@@ -308,7 +308,7 @@ class AstraWorldModel(nn.Module):
         like = moae.field.renderer[0].weight
         routed, _ = self._route_actions(moae, actions, f, b, None, like, None)
         # The field reads a token's place in the image, not its frame index.
-        return moae.field_embedding(routed.chunk, grid_positions(torch.arange(f), h // 2, w // 2), h // 2, w // 2)[1]
+        return moae.field_drawing(routed.chunk, grid_positions(torch.arange(f), h // 2, w // 2), h // 2, w // 2)
 
     def change_reference(
         self, actions: Mapping[str, torch.Tensor] | None, history: History | None

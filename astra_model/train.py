@@ -329,11 +329,11 @@ def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
     def error(data: LatentClips, modality: str, rng, parting: float, shuffle: bool = False) -> torch.Tensor:
         batch = data.sample(cfg.batch_size, modality, rng, parting)
         target = batch.target.to(device)
-        acts = {k: v.to(device).roll(1 if shuffle else 0, dims=0) for k, v in batch.actions.items()}
-        drawing = net(acts, target.shape)
-        if drawing is None:
-            raise ValueError(f"stage 'renderer': the {modality!r} world's action field has no renderer")
-        return render_error(target, drawing)
+        acts = {k: v.to(device) for k, v in batch.actions.items()}
+        if shuffle:
+            acts = {k: v.roll(1, dims=0) for k, v in acts.items()}
+        # `field_render` is one switch for every world, so each world's field has a renderer here.
+        return render_error(target, net(acts, target.shape))
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
         render = sum(error(clips, m, rng, cfg.for_modality("parting_prob", m)) for m in modalities) / len(modalities)
@@ -424,15 +424,19 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
         # Clean history and every action kept, so the numbers compare across runs and ablations.
-        def val_flow(modality, shuffle: bool = False, parting: float = 0.0, term: str = "flow") -> float:
+        def val_terms(modality, shuffle: bool = False, parting: float = 0.0) -> dict[str, float]:
             rng, gen = np.random.default_rng(1234), torch.Generator().manual_seed(1234)
             terms = [batch_loss(val_clips, modality, rng, gen, True, shuffle, parting) for _ in range(4)]
-            return float(np.mean([getattr(t, term).item() for t in terms]))
+            return {name: float(np.mean([getattr(t, name).item() for t in terms])) for name in ("flow", "render")}
 
-        metrics = {f"val_flow/{m}": val_flow(m) for m in modalities}
+        def val_flow(modality, shuffle: bool = False, parting: float = 0.0) -> float:
+            return val_terms(modality, shuffle, parting)["flow"]
+
+        own = {m: val_terms(m) for m in modalities}
+        metrics = {f"val_flow/{m}": terms["flow"] for m, terms in own.items()}
         metrics["val_flow"] = float(np.mean(list(metrics.values())))
         if model.config.moae.field_render:
-            metrics.update({f"val_render/{m}": val_flow(m, term="render") for m in modalities})
+            metrics.update({f"val_render/{m}": terms["render"] for m, terms in own.items()})
         if cfg.stage == "astra":
             # Same clips and noise with the commands swapped between samples: > 0 once actions are used.
             for m in modalities:

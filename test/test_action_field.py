@@ -136,6 +136,8 @@ def test_a_renderer_joins_a_saved_field_without_changing_its_predictions(tmp_pat
         torch.testing.assert_close(got.velocity, expected.velocity)  # the field reads the drawing with zero weight
         assert expected.field_render is None and rendering(x, t, None, hist).field_render is None
         assert got.field_render.shape == (1, 2 * 4 * 4, 4 * 16)  # 2 frames of 4 x 4 tokens, 2 x 2 x 16 latents each
+        torch.testing.assert_close(rendering.field_drawing(acts, x.shape), got.field_render)  # without the transformer
+        assert plain.field_drawing(acts, x.shape) is None
         field.net[0].weight[:, inputs:].normal_(std=0.5)
         assert not torch.allclose(rendering(x, t, acts, hist).velocity, expected.velocity)  # once it reads it
 
