@@ -537,6 +537,12 @@ def main(args: list[str] | None = None) -> int:
     except (StartupError, ParameterException) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
         return 1
+    except RuntimeError:
+        # rclpy's SIGINT handler shuts the context down from another thread; an executor caught between its
+        # check of the context and building its wait set raises RCLError (ros2/rclpy#398). That is a
+        # shutdown, not a failure; any other RuntimeError is.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()

@@ -29,6 +29,7 @@ from conftest import randomise_action_path
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.srv import SetParameters
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.context import Context
 from rclpy.exceptions import ParameterException
 from rclpy.executors import MultiThreadedExecutor
@@ -42,7 +43,7 @@ from std_srvs.srv import Trigger
 from astra_model import AstraConfig, AstraWorldModel
 from astra_ros.frame_pipeline import ActionChannel, ModelClock
 from astra_ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg, stamp_to_ns
-from astra_ros.world_model_node import StartupError, WorldModelNode
+from astra_ros.world_model_node import StartupError, WorldModelNode, main
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 30.0
@@ -536,3 +537,26 @@ def test_sigint_shuts_down_cleanly(checkpoint: Path) -> None:
     output = "".join(stderr) + process.stdout.read()
     assert returncode == 0, output
     assert "Traceback" not in output
+
+
+@pytest.mark.parametrize("shut_down", [True, False])
+def test_a_wait_set_error_is_a_shutdown_only_once_the_context_is_down(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, shut_down: bool
+) -> None:
+    # The race SIGINT can lose: rclpy's handler shuts the context down while the executor builds a wait set.
+    def spin(executor: MultiThreadedExecutor) -> None:
+        if shut_down:
+            rclpy.shutdown()
+        raise RCLError("failed to initialize wait set: the given context is not valid")
+
+    monkeypatch.setattr(MultiThreadedExecutor, "spin", spin)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(_domain_id(70)))
+    args = ["--ros-args"]
+    for name, value in {"checkpoint": checkpoint, **FAST}.items():
+        args += ["-p", f"{name}:={value}"]
+    if shut_down:
+        assert main(args) == 0
+    else:
+        with pytest.raises(RCLError, match="wait set"):
+            main(args)
+    assert not rclpy.ok()
