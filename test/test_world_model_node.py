@@ -80,6 +80,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def ros_args(checkpoint: Path) -> list[str]:
+    """The node's command-line arguments for `checkpoint` at the fast test settings."""
+    pairs = (("-p", f"{name}:={value}") for name, value in {"checkpoint": checkpoint, **FAST}.items())
+    return ["--ros-args", *itertools.chain.from_iterable(pairs)]
+
+
 def overrides(checkpoint: Path, **values: Any) -> list[Parameter]:
     return [Parameter(name, value=value) for name, value in {"checkpoint": str(checkpoint), **FAST, **values}.items()]
 
@@ -517,10 +523,7 @@ def test_publish_clock_runs_model_time(ros: Harness, checkpoint: Path) -> None:
 
 def test_sigint_shuts_down_cleanly(checkpoint: Path) -> None:
     env = {**os.environ, "ROS_DOMAIN_ID": str(_domain_id(60)), "PYTHONUNBUFFERED": "1"}
-    args = [f"{name}:={value}" for name, value in {"checkpoint": checkpoint, **FAST}.items()]
-    command = [sys.executable, "-m", "astra_ros.world_model_node", "--ros-args"]
-    for arg in args:
-        command += ["-p", arg]
+    command = [sys.executable, "-m", "astra_ros.world_model_node", *ros_args(checkpoint)]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(iter(process.stderr.readline, "")), daemon=True)
@@ -551,12 +554,9 @@ def test_a_wait_set_error_is_a_shutdown_only_once_the_context_is_down(
 
     monkeypatch.setattr(MultiThreadedExecutor, "spin", spin)
     monkeypatch.setenv("ROS_DOMAIN_ID", str(_domain_id(70)))
-    args = ["--ros-args"]
-    for name, value in {"checkpoint": checkpoint, **FAST}.items():
-        args += ["-p", f"{name}:={value}"]
     if shut_down:
-        assert main(args) == 0
+        assert main(ros_args(checkpoint)) == 0
     else:
         with pytest.raises(RCLError, match="wait set"):
-            main(args)
+            main(ros_args(checkpoint))
     assert not rclpy.ok()
