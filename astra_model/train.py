@@ -100,6 +100,9 @@ class TrainConfig:
     # Stage 3, each world's share of the loss, relative (a mapping leaves the worlds it omits at the default 1):
     # a world whose frames change little (the arm) gives the shared weights a smaller gradient than the others.
     world_weight: float | dict[str, float] = 1.0
+    # Stage 3, the timestep shift of the training sigmas (None: the sampler's). A few-step sampler reads the
+    # model only at high noise (3 steps at shift 3: sigma 1.0 and 0.75), where a larger shift trains it more.
+    timestep_shift: float | None = None
 
     @property
     def end_step(self) -> int:
@@ -404,6 +407,8 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             motion_weight=cfg.for_modality("motion_weight", modality),
             warp_weight=0.0 if evaluating else cfg.for_modality("warp_weight", modality),
             field_render_weight=0.0 if evaluating else cfg.for_modality("field_render_weight", modality),
+            # Validation stays at the sampler's shift, so runs trained at any shift compare.
+            shift=None if evaluating else cfg.timestep_shift,
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -98,6 +98,7 @@ def flow_matching_loss(
     motion_weight: float = 0.0,
     warp_weight: float = 0.0,
     field_render_weight: float = 0.0,
+    shift: float | None = None,
 ) -> LossTerms:
     """Astra's training loss on a batch of chunks.
 
@@ -111,12 +112,14 @@ def flow_matching_loss(
         motion_weight: > 0 weights the error where a family's clean latents change (see the module docstring).
         warp_weight: weight of the warp term (see the module docstring).
         field_render_weight: weight of the render term (see the module docstring).
+        shift: timestep shift of the drawn sigmas; None draws them as the sampler's grid is shifted.
     """
     cfg = model.config
     b = target_latents.shape[0]
     shared = family and family_weight > 0
     n = 1 if shared else b
-    sigma = shift_sigma(torch.rand(n, generator=generator), cfg.sampler.shift).to(target_latents).expand(b)
+    shift = cfg.sampler.shift if shift is None else shift
+    sigma = shift_sigma(torch.rand(n, generator=generator), shift).to(target_latents).expand(b)
     noise = torch.randn((n, *target_latents.shape[1:]), generator=generator).to(target_latents)
     s = sigma.view(b, 1, 1, 1, 1)
     reference = model.change_reference(actions, history)
