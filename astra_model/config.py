@@ -238,6 +238,10 @@ class AstraConfig:
             history frame (`chunk latents - latest latents`), which a rollout adds back. A fixed
             camera's next frames are mostly its last one: the model then need not carry the still
             scene through attention, and all of its error is the mover's, which the commands decide.
+        pose_warp: `relative_poses` modalities whose chunks also see the latest history frame turned by
+            the commanded rotation (`astra_model.pose_warp`), each with its camera's vertical field of
+            view in degrees. A turning camera's next view is mostly its last one moved by a homography
+            that the rotation and the field of view fix; the model is given it instead of learning it.
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -261,6 +265,7 @@ class AstraConfig:
     anchor_tolerance: float = 24.0
     separate_worlds: list[str] = field(default_factory=list)
     predict_change: list[str] = field(default_factory=list)
+    pose_warp: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -393,6 +398,12 @@ class AstraConfig:
         if not set(self.predict_change) <= set(self.separate_worlds):
             unknown = sorted(set(self.predict_change) - set(self.separate_worlds))
             raise ValueError(f"AstraConfig: predict_change must name separate_worlds (not: {unknown})")
+        for name, fov in self.pose_warp.items():
+            if name not in self.relative_poses or not 0 < fov < 180:
+                raise ValueError(
+                    f"AstraConfig: pose_warp[{name!r}] must name a relative_poses modality with a vertical field "
+                    f"of view in (0, 180) degrees, got {fov}"
+                )
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)
             if missing:

@@ -18,6 +18,7 @@ from .blocks import LayerKV, Stream, astra_block
 from .config import AstraConfig
 from .history import History, HistoryEmbedder
 from .moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
+from .pose_warp import PoseWarp
 from .rope import grid_positions, moved, rotary_embedding
 from .worlds import TrainedWeights, world_of
 
@@ -82,6 +83,8 @@ class AstraWorldModel(nn.Module):
         moae: Mixture of Action Experts.
         worlds: per modality of `config.separate_worlds`, its own copy of the trained weights above
             (`astra_model.worlds`).
+        pose_warp: per modality of `config.pose_warp`, the embedding of its warped latest history frame
+            (`astra_model.pose_warp`), zero at start.
     """
 
     def __init__(
@@ -107,6 +110,9 @@ class AstraWorldModel(nn.Module):
         self.reset_adapters()
         self.history_embedder.init_from_patch_embedding(self.backbone.patch_embedding)
         self.worlds = nn.ModuleDict({name: self.shared_weights().copy() for name in config.separate_worlds})
+        self.pose_warp = nn.ModuleDict(
+            {name: PoseWarp(config.latent_channels, dim, fov) for name, fov in config.pose_warp.items()}
+        )
         self.set_trainable()
 
     # -- construction ------------------------------------------------------------------------------
@@ -132,7 +138,7 @@ class AstraWorldModel(nn.Module):
         for name, param in self.backbone.named_parameters():
             param.requires_grad_(any(p in name for p in TRAINABLE_BACKBONE))
         self.vae.requires_grad_(False)
-        for module in (self.adapters, self.history_embedder, self.moae, self.worlds):
+        for module in (self.adapters, self.history_embedder, self.moae, self.worlds, self.pose_warp):
             module.requires_grad_(True)
 
     def shared_weights(self) -> TrainedWeights:
@@ -234,6 +240,12 @@ class AstraWorldModel(nn.Module):
         head_dim = self.config.backbone["attention_head_dim"]
         chunk_x = self.backbone.patch_embedding(noisy_latents).flatten(2).transpose(1, 2)
         tokens_per_frame = chunk_x.shape[1] // f
+        warp = next((name for name in actions or {} if name in self.pose_warp), None)
+        if warp is not None and history is not None:
+            turned = self.pose_warp[warp](
+                history.latents[:, :, -1], actions[warp], self.config.temporal_ratio, action_mask
+            )
+            chunk_x = chunk_x + turned.to(chunk_x.dtype)
 
         # Weights: the shared ones, or a separate world's own.
         world = world_of(actions, self.config.separate_worlds)

@@ -14,7 +14,7 @@ from astra_model.history import slot_layout
 from astra_model.moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
 from astra_model.rope import grid_positions, moved, rotary_embedding
 from astra_model.sampler import sample_chunk
-from astra_model.training import flow_matching_loss, motion_weights, noise_augment_history
+from astra_model.training import flow_matching_loss, motion_weights, noise_augment_history, shift_sigma
 
 
 def test_config_json_round_trip_and_validation():
@@ -231,6 +231,26 @@ def test_family_term_is_the_spread_of_residuals_that_only_commands_explain():
     assert apart.family > 0
     assert torch.allclose(apart.total, apart.flow + lb * apart.load_balance + 2.0 * apart.family)
     assert terms(same, 0.0).family == 0  # off: plain flow matching
+
+
+@pytest.mark.parametrize("shift", [None, 8.0])
+def test_flow_matching_draws_its_sigmas_at_the_training_shift(shift):
+    model = AstraWorldModel(tiny_config()).eval()
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, timestep, *args, **kwargs):
+            seen.append(timestep)
+            return model(x, timestep, *args, **kwargs)
+
+    history = History.from_latents(torch.randn(2, 16, 3, 8, 8))
+    flow_matching_loss(
+        model, torch.randn(2, 16, 2, 8, 8), history, None, torch.Generator().manual_seed(3), forward=Spy(), shift=shift
+    )
+    drawn = torch.rand(2, generator=torch.Generator().manual_seed(3))  # the loss's first draw is its sigmas
+    want = shift_sigma(drawn, model.config.sampler.shift if shift is None else shift)
+    assert model.config.sampler.shift != 8.0
+    torch.testing.assert_close(seen[0], want * 1000)
 
 
 def test_motion_weights_are_one_map_per_family_favouring_what_changed():
