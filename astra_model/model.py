@@ -133,8 +133,8 @@ class AstraWorldModel(nn.Module):
 
     def set_trainable(self) -> None:
         """Astra's split: self-attention, ACT-Adapters, history embedders and MoAE train (the shared ones
-        and every separate world's); cross-attention, FFN, modulation, patch embedding, head and VAE stay
-        frozen."""
+        and every separate world's), and so do the pose warps' embeddings; cross-attention, FFN,
+        modulation, patch embedding, head and VAE stay frozen."""
         for name, param in self.backbone.named_parameters():
             param.requires_grad_(any(p in name for p in TRAINABLE_BACKBONE))
         self.vae.requires_grad_(False)
