@@ -240,6 +240,8 @@ class AstraWorldModel(nn.Module):
         head_dim = self.config.backbone["attention_head_dim"]
         chunk_x = self.backbone.patch_embedding(noisy_latents).flatten(2).transpose(1, 2)
         tokens_per_frame = chunk_x.shape[1] // f
+
+        # A camera world's last view turned by its commands, added to the chunk's tokens (`config.pose_warp`).
         warp = next((name for name in actions or {} if name in self.pose_warp), None)
         if warp is not None and history is not None:
             turned = self.pose_warp[warp](
