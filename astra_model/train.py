@@ -103,6 +103,10 @@ class TrainConfig:
     # Stage 3, the timestep shift of the training sigmas (None: the sampler's). A few-step sampler reads the
     # model only at high noise (3 steps at shift 3: sigma 1.0 and 0.75), where a larger shift trains it more.
     timestep_shift: float | None = None
+    # Learning-rate multipliers by parameter name: each trainable parameter takes the value of the first key its
+    # name contains (1 where none does), e.g. `{pose_warp.: 10}` to fit a new input's embedding faster than
+    # the world that reads it, or `{worlds.camera_pose.: 0}` to hold a world still while it does.
+    lr_scale: dict[str, float] = field(default_factory=dict)
 
     @property
     def end_step(self) -> int:
@@ -131,6 +135,8 @@ class TrainConfig:
         weights = cfg.world_weight.values() if isinstance(cfg.world_weight, dict) else [cfg.world_weight]
         if any(w < 0 for w in weights) or (not isinstance(cfg.world_weight, dict) and cfg.world_weight == 0):
             raise ValueError(f"{path}: world_weight must be >= 0 and not all 0, got {cfg.world_weight!r}")
+        if any(v < 0 for v in cfg.lr_scale.values()):
+            raise ValueError(f"{path}: lr_scale multipliers must be >= 0, got {cfg.lr_scale!r}")
         return cfg
 
 
@@ -527,6 +533,20 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     return fresh
 
 
+def param_groups(params: dict[str, torch.nn.Parameter], lr_scale: dict[str, float]) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups, one per multiplier of `lr_scale` (see `TrainConfig.lr_scale`), each
+    with its `lr_scale`. Raises ValueError for a key that names no trainable parameter (a typo would
+    otherwise train everything at 1)."""
+    scales = {name: next((s for key, s in lr_scale.items() if key in name), 1.0) for name in params}
+    unused = [key for key in lr_scale if not any(key in name for name in params)]
+    if unused:
+        raise ValueError(f"lr_scale keys {unused} name no trainable parameter of this stage")
+    return [
+        {"params": [p for n, p in params.items() if scales[n] == scale], "lr_scale": scale}
+        for scale in dict.fromkeys(scales.values())
+    ]
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 10% of the peak."""
     if step < cfg.warmup_steps:
@@ -549,7 +569,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     stage = build(cfg, train_eps, val_eps, device, wrap)
     params = list(_trainable(stage.module).values())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = param_groups(_trainable(stage.module), cfg.lr_scale)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(cfg.seed + rank), torch.Generator().manual_seed(cfg.seed + rank)
     step = 0
     ckpt = latest_checkpoint(out) if resume else None
@@ -565,7 +586,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     progress = tqdm(range(step, end), initial=step, total=end, desc=cfg.stage, disable=rank != 0)
     for step in progress:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group["lr_scale"]
         with autocast:
             terms = stage.loss(rng, gen)
         optimizer.zero_grad(set_to_none=True)
@@ -592,7 +613,7 @@ def _log(writer, progress, step: int, cfg: TrainConfig, terms, grad_norm, stage:
         for name, value in terms.items():
             writer.add_scalar(f"train/{name}", value.detach().item(), step)
         writer.add_scalar("train/grad_norm", float(grad_norm), step)
-        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+        writer.add_scalar("train/lr", lr_at(step - 1, cfg), step)
         progress.set_postfix(loss=f"{terms['total'].detach().item():.4f}")
     if step % cfg.eval_every == 0 or step == cfg.end_step:
         stage.module.eval()

@@ -19,6 +19,7 @@ from astra_model.train import (
     _load_episodes,
     latest_checkpoint,
     lr_at,
+    param_groups,
     renderer_stage,
     train,
     warm_start,
@@ -303,6 +304,34 @@ def test_a_separate_world_trained_alone_leaves_the_shared_model_bit_exact(record
     # The worlds this stage had no data for keep their statistics and the demo's start frame.
     assert after.config.action_stats == base.config.action_stats
     assert np.array_equal(after.seed_frame, base.seed_frame)
+
+
+def test_lr_scale_groups_parameters_by_the_first_key_their_name_contains(tmp_path):
+    params = {n: torch.nn.Parameter(torch.zeros(1)) for n in ("pose_warp.a", "moae.b", "moae.pose_warp.c", "d")}
+    groups = param_groups(params, {"moae.": 0.0, "pose_warp.": 10.0})
+    by_scale = {g["lr_scale"]: [n for n, p in params.items() if any(p is q for q in g["params"])] for g in groups}
+    assert by_scale == {10.0: ["pose_warp.a"], 0.0: ["moae.b", "moae.pose_warp.c"], 1.0: ["d"]}
+    with pytest.raises(ValueError, match=r"lr_scale keys \['adaptors\.'\] name no trainable parameter"):
+        param_groups(params, {"adaptors.": 0.0})
+    (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
+    with pytest.raises(ValueError, match="lr_scale multipliers must be >= 0"):
+        TrainConfig.load(tmp_path / "s.yaml", {"lr_scale": {"moae.": -1}})
+
+
+def test_lr_scale_zero_holds_its_weights_bit_exact_while_the_rest_train(recorded, backbone_dir, tmp_path):
+    base_dir = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    held = _config(
+        recorded, tmp_path, "held", stage="astra", init_from=str(base_dir), warm_start=str(base_dir), lr=1e-2,
+        lr_scale={"moae.": 0.0},
+    )  # fmt: skip
+    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(train(held))
+    trained = dict(after.named_parameters())
+    moae = [n for n, _ in base.named_parameters() if n.startswith("moae.")]
+    assert moae and all(torch.equal(trained[n], dict(base.named_parameters())[n]) for n in moae)
+    assert not torch.equal(after.adapters[0].weight, base.adapters[0].weight)
+    held.steps = 3  # the groups come back with the optimizer's state
+    train(held, resume=True)
+    assert latest_checkpoint(tmp_path / "held").name == "step_0000003"
 
 
 def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backbone_dir, tmp_path):
