@@ -242,6 +242,9 @@ class AstraConfig:
             the commanded rotation (`astra_model.pose_warp`), each with its camera's vertical field of
             view in degrees. A turning camera's next view is mostly its last one moved by a homography
             that the rotation and the field of view fix; the model is given it instead of learning it.
+        turned_anchor: `pose_warp` modalities whose shown frames keep the last true frame's detail as a
+            fixed camera's do, turned by the rotation commanded since that frame (`astra_model.anchoring`),
+            each with its tolerance in grey levels (as `anchor_tolerance`); the model's latents are unchanged.
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -266,6 +269,7 @@ class AstraConfig:
     separate_worlds: list[str] = field(default_factory=list)
     predict_change: list[str] = field(default_factory=list)
     pose_warp: dict[str, float] = field(default_factory=dict)
+    turned_anchor: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -403,6 +407,12 @@ class AstraConfig:
                 raise ValueError(
                     f"AstraConfig: pose_warp[{name!r}] must name a relative_poses modality with a vertical field "
                     f"of view in (0, 180) degrees, got {fov}"
+                )
+        for name, tolerance in self.turned_anchor.items():
+            if name not in self.pose_warp or not tolerance > 0:
+                raise ValueError(
+                    f"AstraConfig: turned_anchor[{name!r}] must name a pose_warp modality (its field of view) "
+                    f"with a tolerance > 0, got {tolerance}"
                 )
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)

@@ -56,6 +56,26 @@ def rotation_grid(rotations: torch.Tensor, fov_deg: float, h: int, w: int) -> tu
     return torch.stack([x, y], dim=-1).float(), inside
 
 
+def turned(images: torch.Tensor, rotations: torch.Tensor, fov_deg: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`images` `[B, C, h, w]` seen by a camera turned by `rotations` `[B, F, 3, 3]` (bilinear).
+
+    Returns:
+        `[B, C, F, h, w]`, zero where the turned view looks outside the old one, and `[B, 1, F, h, w]`,
+        1 where it looks inside, else 0 (in `images`' dtype).
+    """
+    b, c, h, w = images.shape
+    grid, inside = rotation_grid(rotations, fov_deg, h, w)
+    f = grid.shape[1]
+    frames = F.grid_sample(
+        images.repeat_interleave(f, dim=0),
+        grid.reshape(b * f, h, w, 2).to(images),
+        mode="bilinear",
+        align_corners=False,
+    )
+    seen = inside.reshape(b, f, 1, h, w).transpose(1, 2).to(images)
+    return frames.reshape(b, f, c, h, w).transpose(1, 2) * seen, seen
+
+
 class PoseWarp(nn.Module):
     """A pose modality's warp of the latest history frame, as chunk tokens.
 
@@ -76,18 +96,8 @@ class PoseWarp(nn.Module):
     def warped(self, latest: torch.Tensor, relative_poses: torch.Tensor, group: int) -> torch.Tensor:
         """`latest` `[B, C, h, w]` seen through each latent frame's rotation -> `[B, C + 1, F, h, w]`: the
         warped latents (zero outside the old view), then 1 where the old view was seen, else 0."""
-        b, c, h, w = latest.shape
-        grid, inside = rotation_grid(cumulative_rotations(relative_poses, group), self.fov_deg, h, w)
-        f = grid.shape[1]
-        frames = F.grid_sample(
-            latest.float().repeat_interleave(f, dim=0),
-            grid.reshape(b * f, h, w, 2).to(latest.device),
-            mode="bilinear",
-            align_corners=False,
-        )
-        seen = inside.reshape(b * f, 1, h, w).to(frames)
-        out = torch.cat([frames * seen, seen], dim=1).reshape(b, f, c + 1, h, w)
-        return out.transpose(1, 2).to(latest.dtype)
+        frames, seen = turned(latest.float(), cumulative_rotations(relative_poses, group), self.fov_deg)
+        return torch.cat([frames, seen], dim=1).to(latest.dtype)
 
     def forward(
         self, latest: torch.Tensor, relative_poses: torch.Tensor, group: int, keep: torch.Tensor | None
