@@ -568,9 +568,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         return torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=True)
 
     stage = build(cfg, train_eps, val_eps, device, wrap)
-    params = list(_trainable(stage.module).values())
-    groups = param_groups(_trainable(stage.module), cfg.lr_scale)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = _trainable(stage.module)
+    params = list(trainable.values())
+    optimizer = torch.optim.AdamW(param_groups(trainable, cfg.lr_scale), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng, gen = np.random.default_rng(cfg.seed + rank), torch.Generator().manual_seed(cfg.seed + rank)
     step = 0
     ckpt = latest_checkpoint(out) if resume else None

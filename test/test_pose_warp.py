@@ -136,13 +136,9 @@ def test_a_turned_anchor_that_has_not_turned_is_the_fixed_cameras_anchor():
 
 
 def _camera_sessions(seed_frames):
-    """A camera model's session without and with a turned anchor (keeping detail everywhere it sees), the
-    seed frames commanded from a still pose."""
-    base = dict(modalities={"camera_pose": 7}, action_labels={}, relative_poses=["camera_pose"])
-    pose_warp = {"pose_warp": {"camera_pose": 70.0}}
-    torch.manual_seed(0)
-    plain = AstraWorldModel(tiny_config(**base, **pose_warp)).eval()
-    randomise_action_path(plain)
+    """A camera model's session (with an untrained pose warp) without and with a turned anchor (keeping
+    detail everywhere it sees), the seed frames commanded from a still pose."""
+    _, plain = _models()
     anchored = AstraWorldModel(plain.config.replace(turned_anchor={"camera_pose": 1e9})).eval()
     anchored.load_state_dict(plain.state_dict())
     still = np.array([NO_MOTION] * 5, np.float32)
