@@ -93,8 +93,10 @@ class TrainConfig:
     motion_weight: float | dict[str, float] = 0.0
     # the weight of the warp term on the motion heads,
     warp_weight: float | dict[str, float] = 0.0
-    # and the weight of the render term on the action field (a model with `moae.field_render`).
+    # the weight of the render term on the action field (a model with `moae.field_render`),
     field_render_weight: float | dict[str, float] = 0.0
+    # and the weight of the pair term on family batches (see training.py; 0 is the paper's plain loss).
+    pair_weight: float | dict[str, float] = 0.0
     # Weight of the family term on family batches (see training.py; 0 is the paper's plain flow matching).
     family_weight: float = 0.0
     # Stage 3, each world's share of the loss, relative (a mapping leaves the worlds it omits at the default 1):
@@ -114,8 +116,8 @@ class TrainConfig:
         return min(self.steps, self.stop_at or self.steps)
 
     def for_modality(self, name: str, modality: str) -> float:
-        """Setting `name` (`parting_prob`, `motion_weight`, `warp_weight`, `field_render_weight` or
-        `world_weight`) in `modality`'s batches; a mapping gives the modalities it leaves out the setting's
+        """Setting `name` (`parting_prob`, `motion_weight`, `warp_weight`, `field_render_weight`, `pair_weight`
+        or `world_weight`) in `modality`'s batches; a mapping gives the modalities it leaves out the setting's
         default."""
         weight = getattr(self, name)
         if isinstance(weight, dict):
@@ -413,6 +415,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             motion_weight=cfg.for_modality("motion_weight", modality),
             warp_weight=0.0 if evaluating else cfg.for_modality("warp_weight", modality),
             field_render_weight=0.0 if evaluating else cfg.for_modality("field_render_weight", modality),
+            pair_weight=cfg.for_modality("pair_weight", modality),
             # Validation stays at the sampler's shift, so runs trained at any shift compare.
             shift=None if evaluating else cfg.timestep_shift,
         )
@@ -430,6 +433,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             "family": sum(t.family for t in terms) / len(terms),
             "warp": sum(t.warp for t in terms) / len(terms),
             "render": sum(t.render for t in terms) / len(terms),
+            "pair": sum(t.pair for t in terms) / len(terms),
         }
 
     @torch.no_grad()

@@ -34,6 +34,15 @@
   image, and `field_render_weight` x the mean squared error of that prediction is added. It is a direct
   target for what the commands put where (in a fixed camera's view: which tokens the links cover), which
   the field otherwise learns only through what the frozen network downstream makes of it.
+- Pair term (ours, not the paper's; off by default): in a family batch, each clip's predicted clean
+  latents `x0_hat = x_t - sigma * v_hat` are compared with every other clip's future. The part of the
+  prediction's error `x_i - x0_hat_i` that points from its own future `x_i` towards another one `x_j`,
+  `max(0, <x_i - x0_hat_i, x_i - x_j> / |x_i - x_j|)`, is squared and averaged over the ordered pairs
+  whose futures differ (per latent element, as the flow loss), and `pair_weight` x that is added. A
+  rollout follows its commands when each of a pair's predictions is nearer its own future, and only this
+  direction of the error decides that: where two futures barely differ, the error both predictions share
+  decides it, and a plain mean of squares gives that one direction a 1/N share. The term is one-sided, so
+  it never asks a prediction to stay short of its own future, only not to fall back towards another one.
 """
 
 from __future__ import annotations
@@ -82,6 +91,7 @@ class LossTerms:
     family: torch.Tensor  # variance of the residuals across a family batch (0 otherwise)
     warp: torch.Tensor  # error of the latest history frame moved by the motion heads (0 without them)
     render: torch.Tensor  # error of the action field's renderer on the clean chunk (0 without one)
+    pair: torch.Tensor  # error of a family batch's predictions towards the other futures (0 otherwise)
 
 
 def flow_matching_loss(
@@ -98,6 +108,7 @@ def flow_matching_loss(
     motion_weight: float = 0.0,
     warp_weight: float = 0.0,
     field_render_weight: float = 0.0,
+    pair_weight: float = 0.0,
     shift: float | None = None,
 ) -> LossTerms:
     """Astra's training loss on a batch of chunks.
@@ -112,6 +123,7 @@ def flow_matching_loss(
         motion_weight: > 0 weights the error where a family's clean latents change (see the module docstring).
         warp_weight: weight of the warp term (see the module docstring).
         field_render_weight: weight of the render term (see the module docstring).
+        pair_weight: weight of the pair term, in a family batch (see the module docstring).
         shift: timestep shift of the drawn sigmas; None draws them as the sampler's grid is shifted.
     """
     cfg = model.config
@@ -144,9 +156,12 @@ def flow_matching_loss(
     render = flow.new_zeros(())
     if out.field_render is not None:
         render = render_error(target_latents, out.field_render, mask)
+    pair = flow.new_zeros(())
+    if family:
+        pair = pair_error(noisy - s * out.velocity, clean, mask)
     lb = cfg.moae.load_balance_weight * out.load_balance_loss
-    total = weighted + lb + family_weight * spread + warp_weight * warp + field_render_weight * render
-    return LossTerms(total, flow, out.load_balance_loss, spread, warp, render)
+    extra = family_weight * spread + warp_weight * warp + field_render_weight * render + pair_weight * pair
+    return LossTerms(weighted + lb + extra, flow, out.load_balance_loss, spread, warp, render, pair)
 
 
 def _tokens(latents: torch.Tensor) -> torch.Tensor:
@@ -207,6 +222,23 @@ def motion_weights(target_latents: torch.Tensor, history: History | None, streng
     # Dividing by the mean weight (1 + strength, or 1 where nothing moved) keeps each sample's loss scale.
     own = (1 + strength * relative) / (1 + strength * relative.mean(dim=(1, 2, 3, 4), keepdim=True))
     return own.mean(dim=0, keepdim=True).expand_as(own)
+
+
+def pair_error(predicted: torch.Tensor, clean: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
+    """The pair term of a family batch: over ordered pairs (i, j) of samples whose clean latents differ, the
+    mean of `max(0, <x_i - p_i, x_i - x_j> / |x_i - x_j|)^2 / N`, with `p` the predicted and `x` the clean
+    latents `[B, C, F, h, w]` and N the elements per sample; only samples that kept their actions (`kept`
+    `[B]`) count, and 0 where no pair differs."""
+    x, p = clean.float().flatten(1), predicted.float().flatten(1)
+    if kept is not None:
+        x, p = x[kept.bool()], p[kept.bool()]
+    apart = x[:, None] - x[None]  # [B, B, N]: x_i - x_j
+    distance = apart.norm(dim=-1)
+    differ = distance > 0
+    if not differ.any():
+        return clean.new_zeros((), dtype=torch.float32)
+    towards = ((x - p)[:, None] * apart).sum(dim=-1) / distance.clamp_min(torch.finfo(x.dtype).tiny)
+    return towards.clamp_min(0)[differ].square().mean() / x.shape[1]
 
 
 def _family_spread(residual: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from astra_model.history import slot_layout
 from astra_model.moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
 from astra_model.rope import grid_positions, moved, rotary_embedding
 from astra_model.sampler import sample_chunk
-from astra_model.training import flow_matching_loss, motion_weights, noise_augment_history, shift_sigma
+from astra_model.training import flow_matching_loss, motion_weights, noise_augment_history, pair_error, shift_sigma
 
 
 def test_config_json_round_trip_and_validation():
@@ -231,6 +231,50 @@ def test_family_term_is_the_spread_of_residuals_that_only_commands_explain():
     assert apart.family > 0
     assert torch.allclose(apart.total, apart.flow + lb * apart.load_balance + 2.0 * apart.family)
     assert terms(same, 0.0).family == 0  # off: plain flow matching
+
+
+def test_pair_error_is_the_part_of_each_error_that_points_towards_another_future():
+    shape = (1, 2, 1, 2, 2)  # 8 elements per sample
+    x = torch.zeros(3, *shape[1:])
+    x[1].view(-1)[0] = 2.0  # futures 0 and 1 are 2 apart along element 0; future 2 equals future 0
+    p = x.clone()
+    p[0].view(-1)[0] = 0.5  # 0.5 towards future 1: counts 0.5
+    p[1].view(-1)[0] = 2.3  # past its own future, away from future 0: counts 0
+    p[1].view(-1)[1] = 7.0  # across the direction that parts the futures: counts 0
+    # Ordered pairs whose futures differ: (0, 1), (1, 0), (1, 2), (2, 1); only (0, 1) counts.
+    assert pair_error(p, x).item() == pytest.approx(0.5**2 / 4 / 8)
+    assert pair_error(p, x, torch.tensor([True, False, True])).item() == 0.0  # 0 and 2 share a future
+    assert pair_error(p[:1], x[:1]).item() == 0.0
+    gen = torch.Generator().manual_seed(0)
+    x, p = torch.randn(4, 16, 2, 4, 4, generator=gen), torch.randn(4, 16, 2, 4, 4, generator=gen)
+    terms = [
+        max(0.0, float(torch.dot((x[i] - p[i]).flatten(), (x[i] - x[j]).flatten()) / (x[i] - x[j]).norm())) ** 2
+        for i in range(4)
+        for j in range(4)
+        if i != j
+    ]
+    assert pair_error(p, x).item() == pytest.approx(sum(terms) / len(terms) / x[0].numel(), rel=1e-5)
+
+
+def test_pair_term_is_added_in_family_batches_only():
+    model = AstraWorldModel(tiny_config())
+    with torch.no_grad():
+        for expert in model.moae.experts[0]:
+            expert.weight.normal_()
+    history = History.from_latents(torch.randn(1, 16, 3, 8, 8).expand(3, -1, -1, -1, -1))
+    target, actions = torch.randn(3, 16, 2, 8, 8), {"twist": torch.randn(3, 8, 6)}
+
+    def terms(weight, family=True):
+        gen = torch.Generator().manual_seed(0)
+        return flow_matching_loss(
+            model, target, history, actions, gen, action_dropout=False, family=family, pair_weight=weight
+        )
+
+    plain, weighted = terms(0.0), terms(3.0)
+    assert plain.pair > 0 and torch.equal(plain.pair, weighted.pair)
+    torch.testing.assert_close(weighted.total, plain.total + 3.0 * plain.pair)
+    assert terms(3.0, family=False).pair == 0  # other batches' clips have their own histories
+    torch.testing.assert_close(terms(3.0, family=False).total, terms(0.0, family=False).total)
 
 
 @pytest.mark.parametrize("shift", [None, 8.0])

@@ -184,7 +184,7 @@ def test_stage_yaml_base_supplies_what_the_file_leaves_out_mappings_merged(tmp_p
     assert cfg.data.train == ["t"]
 
 
-@pytest.mark.parametrize("name", ["parting_prob", "motion_weight", "warp_weight", "field_render_weight"])
+@pytest.mark.parametrize("name", ["parting_prob", "motion_weight", "warp_weight", "field_render_weight", "pair_weight"])
 def test_stage_settings_are_one_number_or_one_per_modality(tmp_path, name):
     (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
     assert TrainConfig.load(tmp_path / "s.yaml").for_modality(name, "twist") == 0.0  # off by default
