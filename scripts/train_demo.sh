@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Train the shipped demo world model (run 25) from scratch with the project's own commands:
+# Train the shipped demo world model (run 26) from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the VAE
-# without temporal compression, the action-free backbone, a renderer stage, and stage 3 in twenty-one runs:
+# without temporal compression, the action-free backbone, a renderer stage, and stage 3 in twenty-two runs:
 # train_astra.yaml, stopped at step 2250 of its 3000-step schedule, then train_astra_local.yaml warm-started from there
 # (relative joint commands and the local motion head), then train_astra_local_more.yaml warm-started from
 # that run's final weights (fresh optimizer, half the batches at partings), then train_astra_arm_view.yaml from
@@ -20,10 +20,10 @@
 # train_astra_arm_render.yaml (a renderer for the arm's field, fitted alone, then 2400 more steps, run 23), then
 # train_astra_camera_warp.yaml (the camera's world given its last frame turned by the commanded rotation, run 24), then
 # train_astra_camera_warp_fit.yaml and train_astra_camera_warp_world.yaml (the warp's embedding fitted alone, then
-# the camera's world beside it, run 25). Step
-# counts are the model card's. One difference: the shipped model's stages 1-2 and first stage-3 runs saw
-# the arm world before session 13 moved its camera closer; the worlds recorded here show today's view in
-# every stage.
+# the camera's world beside it, run 25), then train_astra_camera_pair.yaml (that recipe again with the pair term,
+# the camera sampled at guidance 1.25, run 26). Step counts are the model card's. One difference: the shipped
+# model's stages 1-2 and first stage-3 runs saw the arm world before session 13 moved its camera closer; the
+# worlds recorded here show today's view in every stage.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -99,16 +99,24 @@ continued train_astra_arm_render astra_arm_render $RUN/renderer_arm/final $RUN/r
 # Run 24: the camera's world with the pose warp, on probe D's recipe, stopped at step 1200 of 2400.
 continued train_astra_camera_warp astra_camera_warp $RUN/astra_arm_render/final $RUN/astra_arm_render/final
 # The sampler and the arm's anchor tolerance the shipped model uses, chosen on tuning seeds after training
-# (see the model card).
-$PY - "$RUN/astra_camera_warp/final" <<'SAMPLER'
+# (see the model card), written into model folder $1 with the separate worlds' guidance scales $2 (JSON).
+sampler() {
+  $PY - "$1" "$2" <<'SAMPLER'
+import json
 import sys
 from astra_model.checkpoint import read_config, write_config
-sampler = {"guidance_scale": 1.5, "steps": 3, "world_guidance_scales": {"joints": 2.0}}
+sampler = {"guidance_scale": 1.5, "steps": 3, "world_guidance_scales": json.loads(sys.argv[2])}
 write_config(read_config(sys.argv[1]).replace(sampler=sampler, anchor_tolerance=12.0), sys.argv[1])
 SAMPLER
+}
+sampler $RUN/astra_camera_warp/final '{"joints": 2.0}'
 # Run 25: run 24's warp embedding fitted alone (the camera's world held still), then the camera's world learning
 # again beside it. Both start from run 24's folder with the sampler above, and keep it.
 continued train_astra_camera_warp_fit astra_camera_warp_fit $RUN/astra_camera_warp/final $RUN/astra_camera_warp/final
 continued train_astra_camera_warp_world astra_camera_warp_world $RUN/astra_camera_warp_fit/final \
   $RUN/astra_camera_warp_fit/final
-echo "trained: $RUN/astra_camera_warp_world/final"
+# Run 26: run 25's recipe again with the pair term, the camera then sampled at guidance 1.25.
+continued train_astra_camera_pair astra_camera_pair $RUN/astra_camera_warp_world/final \
+  $RUN/astra_camera_warp_world/final
+sampler $RUN/astra_camera_pair/final '{"joints": 2.0, "camera_pose": 1.25}'
+echo "trained: $RUN/astra_camera_pair/final"
