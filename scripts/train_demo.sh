@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Train the shipped demo world model (run 26) from scratch with the project's own commands:
+# Train the shipped demo world model (run 27) from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the VAE
-# without temporal compression, the action-free backbone, a renderer stage, and stage 3 in twenty-two runs:
+# without temporal compression, the action-free backbone, a renderer stage, and stage 3 in twenty-three runs:
 # train_astra.yaml, stopped at step 2250 of its 3000-step schedule, then train_astra_local.yaml warm-started from there
 # (relative joint commands and the local motion head), then train_astra_local_more.yaml warm-started from
 # that run's final weights (fresh optimizer, half the batches at partings), then train_astra_arm_view.yaml from
@@ -21,9 +21,10 @@
 # train_astra_camera_warp.yaml (the camera's world given its last frame turned by the commanded rotation, run 24), then
 # train_astra_camera_warp_fit.yaml and train_astra_camera_warp_world.yaml (the warp's embedding fitted alone, then
 # the camera's world beside it, run 25), then train_astra_camera_pair.yaml (that recipe again with the pair term,
-# the camera sampled at guidance 1.25, run 26). Step counts are the model card's. One difference: the shipped
-# model's stages 1-2 and first stage-3 runs saw the arm world before session 13 moved its camera closer; the
-# worlds recorded here show today's view in every stage.
+# the camera sampled at guidance 1.25, run 26), then train_astra_arm_render_more.yaml (the arm's world on run 23's
+# recipe for 1200 more steps, run 27). Step counts are the model card's. One difference: the shipped model's
+# stages 1-2 and first stage-3 runs saw the arm world before session 13 moved its camera closer; the worlds
+# recorded here show today's view in every stage.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,4 +120,6 @@ continued train_astra_camera_warp_world astra_camera_warp_world $RUN/astra_camer
 continued train_astra_camera_pair astra_camera_pair $RUN/astra_camera_warp_world/final \
   $RUN/astra_camera_warp_world/final
 sampler $RUN/astra_camera_pair/final '{"joints": 2.0, "camera_pose": 1.25}'
-echo "trained: $RUN/astra_camera_pair/final"
+# Run 27: the arm's world on run 23's recipe for 1200 more steps; it keeps run 26's sampler.
+continued train_astra_arm_render_more astra_arm_render_more $RUN/astra_camera_pair/final $RUN/astra_camera_pair/final
+echo "trained: $RUN/astra_arm_render_more/final"
