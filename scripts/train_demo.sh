@@ -33,7 +33,8 @@ PY=.venv/bin/python
 RUN=${1:-runs/demo}
 SCALE=${STEPS_SCALE:-1}
 scaled() { $PY -c "print(max(2, int($1 * $SCALE)))"; }
-field() { $PY -c "import yaml; print(yaml.safe_load(open('$1')).get('$2') or '')"; }
+# A stage config's field as the trainer reads it, its `base` chain resolved.
+field() { $PY -c "from astra_model.train import TrainConfig; print(getattr(TrainConfig.load('$1'), '$2') or '')"; }
 steps() { scaled "$(field "$1" steps)"; }
 # Stage 3 continued under config/$1.yaml into $RUN/$2: frozen parts from $3, trainable weights from $4. The
 # config's `steps` and `stop_at` (when it names one) are scaled alike.
