@@ -66,6 +66,9 @@ class MoAEConfig:
         field_render: a second MLP of the field's inputs, the renderer, predicts each generated token's
             clean latent, and the field reads that drawing beside its inputs (ours). The renderer learns
             only from that target (`field_render_weight`), a direct one for what the commands put where.
+        field_render_latest: the renderer also reads each token of the latest history frame (through a
+            small projection), so it can draw what the links uncover and see where they stand now (ours).
+            A renderer saved without it warm-starts one with it that draws the same.
     """
 
     unified_dim: int = 25
@@ -82,6 +85,7 @@ class MoAEConfig:
     field_residual: bool = False
     field_hidden: int = 128
     field_render: bool = False
+    field_render_latest: bool = False
 
 
 @dataclass
@@ -335,6 +339,10 @@ class AstraConfig:
             (self.moae.num_experts >= 1, "moae.num_experts must be >= 1"),
             (self.moae.action_field or not self.moae.field_residual, "moae.field_residual needs moae.action_field"),
             (self.moae.action_field or not self.moae.field_render, "moae.field_render needs moae.action_field"),
+            (
+                self.moae.field_render or not self.moae.field_render_latest,
+                "moae.field_render_latest needs moae.field_render",
+            ),
             (self.moae.field_hidden >= 1, f"moae.field_hidden must be >= 1, got {self.moae.field_hidden}"),
             (1 <= self.moae.top_k <= self.moae.num_experts, "moae.top_k must be in [1, num_experts]"),
             (self.chunk_latent_frames >= 1, "chunk_latent_frames must be >= 1"),

@@ -13,6 +13,7 @@ import torch.utils.checkpoint
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
 
+from .action_field import latent_tokens
 from .actions import group_per_latent_frame, validate_actions
 from .blocks import LayerKV, Stream, astra_block
 from .config import AstraConfig
@@ -261,7 +262,8 @@ class AstraWorldModel(nn.Module):
 
         field = rendered = None
         if routed is not None and moae.field is not None:
-            field, rendered = moae.field_embedding(routed.chunk, chunk_pos, h // 2, w // 2)
+            latest = _latest_tokens(moae, history)
+            field, rendered = moae.field_embedding(routed.chunk, chunk_pos, h // 2, w // 2, latest)
         spatial = self.config.moae.spatial
         chunk_basis = spatial_basis(chunk_pos, h // 2, w // 2) if spatial else None
         hist_stream = hist_basis = None
@@ -310,10 +312,13 @@ class AstraWorldModel(nn.Module):
         # Head, on chunk tokens only.
         return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, offsets, rendered)
 
-    def field_drawing(self, actions: Mapping[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:
+    def field_drawing(
+        self, actions: Mapping[str, torch.Tensor], latent_shape: torch.Size, history: History | None = None
+    ) -> torch.Tensor | None:
         """The action field's renderer's drawing `[B, F * h/2 * w/2, 4 C]` (as `AstraOutput.field_render`) of a
-        chunk of latents shaped `latent_shape` `[B, C, F, h, w]` under `actions` (as the model reads them),
-        without running the transformer; None when the commanded world's field has no renderer."""
+        chunk of latents shaped `latent_shape` `[B, C, F, h, w]` under `actions` (as the model reads them) after
+        `history` (which a renderer with `moae.field_render_latest` reads), without running the transformer;
+        None when the commanded world's field has no renderer."""
         b, _, f, h, w = latent_shape
         world = world_of(actions, self.config.separate_worlds)
         moae = (self.worlds[world] if world is not None else self.shared_weights()).moae
@@ -322,7 +327,8 @@ class AstraWorldModel(nn.Module):
         like = moae.field.renderer[0].weight
         routed, _ = self._route_actions(moae, actions, f, b, None, like, None)
         # The field reads a token's place in the image, not its frame index.
-        return moae.field_drawing(routed.chunk, grid_positions(torch.arange(f), h // 2, w // 2), h // 2, w // 2)
+        positions = grid_positions(torch.arange(f), h // 2, w // 2)
+        return moae.field_drawing(routed.chunk, positions, h // 2, w // 2, _latest_tokens(moae, history))
 
     def change_reference(
         self, actions: Mapping[str, torch.Tensor] | None, history: History | None
@@ -417,6 +423,14 @@ class AstraWorldModel(nn.Module):
         from .rollout import RolloutSession
 
         return RolloutSession.start(self, first_frames, seed=seed, commands=commands)
+
+
+def _latest_tokens(moae: MixtureOfActionExperts, history: History | None) -> torch.Tensor | None:
+    """The latest history frame's tokens `[B, h/2 * w/2, 4 C]` when the world's renderer reads them
+    (`moae.field_render_latest`), else None."""
+    if moae.field.latest is None or history is None:
+        return None
+    return latent_tokens(history.latents[:, :, -1:])
 
 
 def _to(rope: tuple[torch.Tensor, torch.Tensor], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,12 +42,15 @@ from .action_field import widened
 from .checkpoint import WEIGHTS_NAME
 from .config import AstraConfig
 from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
+from .history import History
 from .moae import encoder_with_targets
 from .model import AstraWorldModel
 from .training import flow_matching_loss, render_error
 
 ABLATIONS = ("no_noise_aug", "no_afg", "shared_expert")
 STAGES = ("vae", "decoder", "backbone", "astra", "renderer")
+# What the `renderer` stage fits: the renderers and what they read of the latest history frame.
+RENDERER_PARTS = ("field.renderer.", "field.latest.")
 
 
 @dataclass
@@ -319,8 +322,10 @@ class _Drawing(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, actions: dict[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:
-        return self.model.field_drawing(actions, latent_shape)
+    def forward(
+        self, actions: dict[str, torch.Tensor], latent_shape: torch.Size, history: History
+    ) -> torch.Tensor | None:
+        return self.model.field_drawing(actions, latent_shape, history)
 
 
 def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
@@ -330,7 +335,7 @@ def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
         raise ValueError("stage 'renderer' fits the action field's renderer: set model: {moae: {field_render: true}}")
     warm_start(model, Path(cfg.init_from))
     for name, param in model.named_parameters():
-        param.requires_grad_("field.renderer." in name)
+        param.requires_grad_(any(part in name for part in RENDERER_PARTS))
     model.to(device).train()
     net = wrap(_Drawing(model))
     clips = LatentClips(train_eps, model.vae, model.config, cfg.data.cache_dir)
@@ -343,8 +348,9 @@ def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
         acts = {k: v.to(device) for k, v in batch.actions.items()}
         if shuffle:
             acts = {k: v.roll(1, dims=0) for k, v in acts.items()}
+        history = batch.history.with_latents(batch.history.latents.to(device))
         # `field_render` is one switch for every world, so each world's field has a renderer here.
-        return render_error(target, net(acts, target.shape))
+        return render_error(target, net(acts, target.shape, history))
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
         render = sum(error(clips, m, rng, cfg.for_modality("parting_prob", m)) for m in modalities) / len(modalities)
@@ -504,9 +510,10 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     """Copy into `module`'s trainable parameters the tensors of the same name and shape saved in
     `directory` (a checkpoint's `trainable.safetensors`, else a model's `model.safetensors`); returns the
     names left as initialised. An encoder saved before its modality joined `command_targets` is widened
-    (`encoder_with_targets`), and so is an action field saved at a narrower `moae.field_hidden`
-    (`widened`). A separate world's weight that `directory` lacks (its world was shared there) starts
-    from the shared weight it copies. Raises ValueError when nothing matches."""
+    (`encoder_with_targets`), and so is an action field saved at a narrower `moae.field_hidden` or a
+    renderer saved without `moae.field_render_latest` (`widened`). A separate world's weight that
+    `directory` lacks (its world was shared there) starts from the shared weight it copies. Raises
+    ValueError when nothing matches."""
     file = directory / "trainable.safetensors"
     weights = load_file(str(file if file.is_file() else directory / WEIGHTS_NAME))
     params = _trainable(module)
@@ -516,7 +523,7 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
             if name in params and weights[name].shape != params[name].shape:
                 weights[name] = encoder_with_targets(weights[name], config.modalities[modality], config.stacked_frames)
                 print(f"warm start: {name} widened to read {modality}'s targets, their columns zero")
-    for name in [n for n in weights if ".field.net." in n and n in params]:
+    for name in [n for n in weights if (".field.net." in n or ".field.renderer." in n) and n in params]:
         if weights[name].shape != params[name].shape:
             weights[name] = widened(weights[name], params[name].detach())
             print(f"warm start: {name} widened to {list(params[name].shape)}")

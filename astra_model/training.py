@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from .action_field import latent_tokens
 from .config import NoiseAugConfig
 from .history import History, slot_layout
 from .model import AstraWorldModel
@@ -181,9 +182,7 @@ def render_error(
 ) -> torch.Tensor:
     """Mean squared error between the action field's render `[B, F * h/2 * w/2, 4 C]` (`AstraOutput.field_render`)
     and the chunk's clean latents `[B, C, F, h, w]`, over the samples that kept their actions (`kept` `[B]`)."""
-    b = target_latents.shape[0]
-    want = _tokens(target_latents).flatten(2).transpose(1, 2).reshape(b, -1, rendered.shape[-1])
-    return _mean_over_kept((rendered.float() - want).square(), kept)
+    return _mean_over_kept((rendered.float() - latent_tokens(target_latents.float())).square(), kept)
 
 
 def warp_error(

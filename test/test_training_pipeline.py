@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from astra_model import AstraWorldModel
 from astra_model.data import LatentClips, VideoEpisode, action_stats, produced_by
 from astra_model.train import (
+    RENDERER_PARTS,
     TrainConfig,
     _load_episodes,
     latest_checkpoint,
@@ -442,11 +443,14 @@ def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir,
     assert not any(k.startswith("val_render/") for k in plain.evaluate())
 
 
-def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_path):
-    cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir), model=RENDERING)
+@pytest.mark.parametrize("latest", [False, True])
+def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_path, latest):
+    model = {"moae": {**RENDERING["moae"], "field_render_latest": latest}}
+    cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir), model=model)
     stage = renderer_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
     trainable = {n: p for n, p in stage.module.named_parameters() if p.requires_grad}
-    assert trainable and all(".field.renderer." in f".{n}" for n in trainable)
+    assert trainable and all(any(part in n for part in RENDERER_PARTS) for n in trainable)
+    assert any(".field.latest." in n for n in trainable) == latest
     metrics = stage.evaluate()
     worlds = ("camera_pose", "joints", "twist")
     assert set(metrics) == {f"{k}/{m}" for k in ("val_render", "render_gap") for m in worlds}
