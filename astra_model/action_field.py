@@ -116,12 +116,17 @@ class ActionField(nn.Module):
         return torch.cat([features.repeat_interleave(xy.shape[0] // f, dim=1), position], dim=-1)
 
 
+def token_grid(latents: torch.Tensor) -> torch.Tensor:
+    """`[B * F, 4 C, h/2, w/2]`: each frame of `[B, C, F, h, w]` latents as Wan's 1 x 2 x 2 patches, each
+    token's 2 x 2 latent pixels channel-major as `pixel_unshuffle` orders them."""
+    return F.pixel_unshuffle(latents.transpose(1, 2).flatten(0, 1), 2)
+
+
 def latent_tokens(latents: torch.Tensor) -> torch.Tensor:
-    """`[B, F * h/2 * w/2, 4 C]`: `[B, C, F, h, w]` latents as Wan's 1 x 2 x 2 patches, frame-major, each
-    token's 2 x 2 latent pixels channel-major as `pixel_unshuffle` orders them: what the renderer draws."""
-    b = latents.shape[0]
-    tokens = F.pixel_unshuffle(latents.transpose(1, 2).flatten(0, 1), 2)  # [B F, 4 C, h/2, w/2]
-    return tokens.flatten(2).transpose(1, 2).reshape(b, -1, tokens.shape[1])
+    """`[B, F * h/2 * w/2, 4 C]`: the tokens of `token_grid` in a sequence, frame-major: what the renderer
+    draws."""
+    tokens = token_grid(latents)
+    return tokens.flatten(2).transpose(1, 2).reshape(latents.shape[0], -1, tokens.shape[1])
 
 
 def _mlp(inputs: int, hidden: int, outputs: int) -> nn.Sequential:

@@ -57,8 +57,13 @@ class MixtureOfActionExperts(nn.Module):
         # A token is 1 x 2 x 2 latent pixels (Wan's patch), which is what the renderer predicts.
         render_dim = 4 * config.latent_channels if cfg.field_render else 0
         latest_dim = LATEST_DIM if cfg.field_render_latest else 0
-        field = (cfg.unified_dim, config.dim, num_blocks, cfg.field_hidden)
-        self.field = ActionField(*field, render_dim=render_dim, latest_dim=latest_dim) if cfg.action_field else None
+        self.field = (
+            ActionField(
+                cfg.unified_dim, config.dim, num_blocks, cfg.field_hidden, render_dim=render_dim, latest_dim=latest_dim
+            )
+            if cfg.action_field
+            else None
+        )
         self.content_gates = (
             nn.ModuleList(
                 nn.Sequential(nn.LayerNorm(config.dim, elementwise_affine=False), nn.Linear(config.dim, config.dim))

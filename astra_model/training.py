@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .action_field import latent_tokens
+from .action_field import latent_tokens, token_grid
 from .config import NoiseAugConfig
 from .history import History, slot_layout
 from .model import AstraWorldModel
@@ -165,11 +165,6 @@ def flow_matching_loss(
     return LossTerms(weighted + lb + extra, flow, out.load_balance_loss, spread, warp, render, pair)
 
 
-def _tokens(latents: torch.Tensor) -> torch.Tensor:
-    """`[B * F, 4 C, h/2, w/2]`: each frame of `[B, C, F, h, w]` latents as tokens of 2 x 2 latent pixels."""
-    return F.pixel_unshuffle(latents.float().transpose(1, 2).flatten(0, 1), 2)
-
-
 def _mean_over_kept(error: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
     """Mean of per-sample errors `[B, ...]` over the samples that kept their actions (0 if none did)."""
     if kept is not None:
@@ -206,7 +201,7 @@ def warp_error(
     grid = torch.stack([2 * q / (cols - 1) - 1, 2 * r / (rows - 1) - 1], dim=-1)  # grid_sample wants (x, y)
     source = F.pixel_unshuffle(latest.float(), 2).repeat_interleave(f, dim=0)  # a token is 2x2 latent pixels
     warped = F.grid_sample(source, grid, align_corners=True, padding_mode="border")
-    error = (warped - _tokens(target_latents)).square().mean(dim=(1, 2, 3)).view(b, f)
+    error = (warped - token_grid(target_latents.float())).square().mean(dim=(1, 2, 3)).view(b, f)
     return _mean_over_kept(error, kept)
 
 
