@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Train the shipped demo world model (run 28) from scratch with the project's own commands:
+# Train the shipped demo world model (run 29) from scratch with the project's own commands:
 # record the three MuJoCo worlds (stage 3 also reads 3 counterfactual branches per seed), then the VAE
-# without temporal compression, the action-free backbone, two renderer stages, and stage 3 in twenty-four runs:
+# without temporal compression, the action-free backbone, three renderer stages, and stage 3 in twenty-five runs:
 # train_astra.yaml, stopped at step 2250 of its 3000-step schedule, then train_astra_local.yaml warm-started from there
 # (relative joint commands and the local motion head), then train_astra_local_more.yaml warm-started from
 # that run's final weights (fresh optimizer, half the batches at partings), then train_astra_arm_view.yaml from
@@ -23,8 +23,9 @@
 # the camera's world beside it, run 25), then train_astra_camera_pair.yaml (that recipe again with the pair term,
 # the camera sampled at guidance 1.25, run 26), then train_astra_arm_render_more.yaml (the arm's world on run 23's
 # recipe for 1200 more steps, run 27), then train_renderer_arm_more.yaml and train_astra_arm_render_refit.yaml (the
-# arm's renderer fitted alone for 16000 more steps, then run 27's recipe again from there, run 28). Step counts are
-# the model card's. One difference: the shipped model's
+# arm's renderer fitted alone for 16000 more steps, then run 27's recipe again from there, run 28), then
+# train_renderer_arm_again.yaml and train_astra_arm_render_again.yaml (the same two steps again, the renderer for
+# 24000 steps, run 29). Step counts are the model card's. One difference: the shipped model's
 # stages 1-2 and first stage-3 runs saw the arm world before session 13 moved its camera closer; the worlds
 # recorded here show today's view in every stage.
 # Usage: scripts/train_demo.sh [RUN_DIR]   (default runs/demo; set STEPS_SCALE=0.1 for a quick dry run)
@@ -128,4 +129,8 @@ continued train_astra_arm_render_more astra_arm_render_more $RUN/astra_camera_pa
 # Run 28: the arm's renderer fitted alone for 16000 more steps, then run 27's recipe for 1200 steps from there.
 continued train_renderer_arm_more renderer_arm_more $RUN/astra_arm_render_more/final null
 continued train_astra_arm_render_refit astra_arm_render_refit $RUN/renderer_arm_more/final $RUN/renderer_arm_more/final
-echo "trained: $RUN/astra_arm_render_refit/final"
+# Run 29: the arm's renderer fitted alone for 24000 more steps, then run 27's recipe for 1200 steps from there.
+continued train_renderer_arm_again renderer_arm_again $RUN/astra_arm_render_refit/final null
+continued train_astra_arm_render_again astra_arm_render_again $RUN/renderer_arm_again/final \
+  $RUN/renderer_arm_again/final
+echo "trained: $RUN/astra_arm_render_again/final"
