@@ -199,7 +199,7 @@ def warp_error(
     r = torch.arange(rows, dtype=shift.dtype, device=shift.device).view(rows, 1) + shift[..., 0]
     q = torch.arange(cols, dtype=shift.dtype, device=shift.device).view(1, cols) + shift[..., 1]
     grid = torch.stack([2 * q / (cols - 1) - 1, 2 * r / (rows - 1) - 1], dim=-1)  # grid_sample wants (x, y)
-    source = F.pixel_unshuffle(latest.float(), 2).repeat_interleave(f, dim=0)  # a token is 2x2 latent pixels
+    source = token_grid(latest.unsqueeze(2).float()).repeat_interleave(f, dim=0)
     warped = F.grid_sample(source, grid, align_corners=True, padding_mode="border")
     error = (warped - token_grid(target_latents.float())).square().mean(dim=(1, 2, 3)).view(b, f)
     return _mean_over_kept(error, kept)
