@@ -22,9 +22,9 @@
 # train_astra_camera_warp_fit.yaml and train_astra_camera_warp_world.yaml (the warp's embedding fitted alone, then
 # the camera's world beside it, run 25), then train_astra_camera_pair.yaml (that recipe again with the pair term,
 # the camera sampled at guidance 1.25, run 26), then train_astra_arm_render_more.yaml (the arm's world on run 23's
-# recipe for 1200 more steps, run 27), then train_renderer_arm_more.yaml and train_astra_arm_render_refit.yaml (the
-# arm's renderer fitted alone for 16000 more steps, then run 27's recipe again from there, run 28), then
-# train_renderer_arm_again.yaml and train_astra_arm_render_again.yaml (the same two steps again, the renderer for
+# recipe for 1200 more steps, run 27), then train_renderer_arm_more.yaml and train_astra_arm_render_more.yaml again
+# (the arm's renderer fitted alone for 16000 more steps, then run 27's recipe from there, run 28), then
+# train_renderer_arm_again.yaml and train_astra_arm_render_more.yaml again (the same two steps, the renderer for
 # 24000 steps, run 29). Step counts are the model card's. One difference: the shipped model's
 # stages 1-2 and first stage-3 runs saw the arm world before session 13 moved its camera closer; the worlds
 # recorded here show today's view in every stage.
@@ -128,9 +128,8 @@ sampler $RUN/astra_camera_pair/final '{"joints": 2.0, "camera_pose": 1.25}'
 continued train_astra_arm_render_more astra_arm_render_more $RUN/astra_camera_pair/final $RUN/astra_camera_pair/final
 # Run 28: the arm's renderer fitted alone for 16000 more steps, then run 27's recipe for 1200 steps from there.
 continued train_renderer_arm_more renderer_arm_more $RUN/astra_arm_render_more/final null
-continued train_astra_arm_render_refit astra_arm_render_refit $RUN/renderer_arm_more/final $RUN/renderer_arm_more/final
+continued train_astra_arm_render_more astra_arm_render_refit $RUN/renderer_arm_more/final $RUN/renderer_arm_more/final
 # Run 29: the arm's renderer fitted alone for 24000 more steps, then run 27's recipe for 1200 steps from there.
 continued train_renderer_arm_again renderer_arm_again $RUN/astra_arm_render_refit/final null
-continued train_astra_arm_render_again astra_arm_render_again $RUN/renderer_arm_again/final \
-  $RUN/renderer_arm_again/final
+continued train_astra_arm_render_more astra_arm_render_again $RUN/renderer_arm_again/final $RUN/renderer_arm_again/final
 echo "trained: $RUN/astra_arm_render_again/final"
