@@ -66,3 +66,21 @@ def guidance_scale_of(actions, config: AstraConfig) -> float:
     """The model's AFG scale for a call's `actions` (modality -> anything; the names decide): the scale of
     the separate world they command (`config.sampler.world_guidance_scales`), else `guidance_scale`."""
     return config.sampler.scale_for(world_of(actions, config.separate_worlds))
+
+
+SHARED_WORLD = "shared"
+
+
+def world_modalities(config: AstraConfig) -> dict[str, tuple[str, ...]]:
+    """Each world the model simulates -> the modalities that command it: a separate world is named after
+    its modality; the other modalities share the shared weights' world, `SHARED_WORLD`."""
+    shared = tuple(name for name in config.modalities if name not in config.separate_worlds)
+    worlds = {SHARED_WORLD: shared} if shared else {}
+    return worlds | {name: (name,) for name in config.separate_worlds}
+
+
+def world_of_modality(modality: str, config: AstraConfig) -> str:
+    """The world a modality commands (see `world_modalities`)."""
+    if modality not in config.modalities:
+        raise ValueError(f"unknown modality {modality!r}; the model has {sorted(config.modalities)}")
+    return modality if modality in config.separate_worlds else SHARED_WORLD

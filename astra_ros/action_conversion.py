@@ -30,6 +30,9 @@ TWIST_DIM = 6
 POSE_DIM = 7
 MODALITIES: tuple[str, ...] = ("twist", "joints", "camera_pose")
 
+# The world-model node's command topic per modality (relative names; recordings use them absolute).
+COMMAND_TOPICS: dict[str, str] = {"twist": "cmd_vel", "joints": "joint_command", "camera_pose": "camera_pose_cmd"}
+
 # Message types accepted per modality, in the ROS 2 "pkg/msg/Name" form.
 ACTION_MSG_TYPES: dict[str, tuple[str, ...]] = {
     "twist": ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped"),

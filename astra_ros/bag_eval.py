@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="MODALITY=TOPIC",
         help="action topic per model modality (twist, joints, camera_pose), repeatable; default: the "
-        "model's modalities on their default topics (/cmd_vel, /joint_commands, /camera_pose) found in the bag",
+        "model's modalities on the node's topics (/cmd_vel, /joint_command, /camera_pose_cmd, as astra-datagen "
+        "records them) found in the bag",
     )
     parser.add_argument("--joint-names", help="comma-separated joint order (default: the model's joint labels)")
     parser.add_argument("--rollouts", type=int, default=8, help="number of rollouts (start points)")

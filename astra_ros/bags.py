@@ -53,6 +53,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from astra_ros.action_conversion import (
     ACTION_MSG_TYPES,
+    COMMAND_TOPICS,
     MODALITIES,
     ActionConversionError,
     action_dim,
@@ -69,11 +70,8 @@ Clock = Literal["header", "log"]
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 DEFAULT_IMAGE_TOPIC = "/camera/image_raw"
-DEFAULT_ACTION_TOPICS: dict[str, str] = {
-    "twist": "/cmd_vel",
-    "joints": "/joint_commands",
-    "camera_pose": "/camera_pose",
-}
+# The topics the world-model node subscribes to (and `astra_ros.datagen` records).
+DEFAULT_ACTION_TOPICS: dict[str, str] = {modality: f"/{topic}" for modality, topic in COMMAND_TOPICS.items()}
 # Message type written per modality (reading also accepts the others in ACTION_MSG_TYPES).
 WRITE_MSG_TYPES: dict[str, str] = {
     "twist": "geometry_msgs/msg/Twist",

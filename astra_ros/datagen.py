@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .bags import DEFAULT_ACTION_TOPICS as ACTION_TOPICS
 from .bags import EpisodeWriter
 from .envs import DOMAINS, make_env
 
 IMAGE_TOPIC = "/camera/image_raw"
-ACTION_TOPICS = {"twist": "/cmd_vel", "joints": "/joint_command", "camera_pose": "/camera_pose_cmd"}
 # Episodes start at a fixed epoch so recordings are reproducible byte for byte.
 EPOCH_NS = 1_700_000_000 * 10**9
 MIN_BRANCHED_FRAMES = 13  # 1 + 4 * 3: a branch frame with history before it and a chunk after it

@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +143,44 @@ class ActionChannel:
         return self._timeout_ns is None or now_ns - last_ns <= self._timeout_ns
 
 
+class LatestWins:
+    """Lets at most ``max_rate`` items a second through; one that comes sooner waits in a single slot,
+    where a newer one replaces it (the replaced one is counted in ``superseded``). A zero-order hold
+    only ever samples the newest command, so a burst loses nothing that would have been shown, while
+    the work per message stays bounded. Thread-safe: items are offered by subscriptions and taken by
+    the inference thread before it plans.
+    """
+
+    def __init__(self, max_rate: float) -> None:
+        self.interval_s = 1.0 / max_rate
+        self.superseded = 0
+        self._last_s: float | None = None
+        self._waiting: Any = None
+        self._lock = threading.Lock()
+
+    def offer(self, item: Any, now_s: float) -> Any:
+        """``item`` if it may pass now, else None (it waits)."""
+        with self._lock:
+            if self._last_s is not None and now_s - self._last_s < self.interval_s:
+                self.superseded += self._waiting is not None
+                self._waiting = item
+                return None
+            self.superseded += self._waiting is not None  # older than this one
+            self._waiting = None
+            self._last_s = now_s
+            return item
+
+    def take(self) -> Any:
+        """The waiting item, or None; it passes now."""
+        with self._lock:
+            item, self._waiting = self._waiting, None
+            return item
+
+    def clear(self) -> None:
+        with self._lock:
+            self._waiting = None
+
+
 @dataclass(frozen=True)
 class ChunkRecord:
     """Timing of one computed chunk."""
@@ -154,14 +192,41 @@ class ChunkRecord:
     latency_s: float  # time session.step took
 
 
+class PipelineStopped(RuntimeError):
+    """The pipeline stopped before it could serve a request."""
+
+
 # planner(frame_times_ns, now_ns) -> actions for session.step
 Planner = Callable[[list[int], int], dict[str, np.ndarray]]
 # sampler_settings() -> keyword arguments for session.step (guidance_scale, steps)
 SamplerSettings = Callable[[], dict[str, Any]]
+# done(result or the exception that ended the request), called on the inference thread
+Done = Callable[[Any], None]
+
+
+@dataclass
+class _Restart:
+    start: Callable[[], tuple[Any, np.ndarray]]  # -> (new session, its first frame)
+    done: Done
+
+
+@dataclass
+class _Imagine:
+    # (live session, its last frame, frames queued ahead of it) -> generator of micro-steps that returns the result
+    begin: Callable[[Any, np.ndarray, int], Generator[int, None, Any]]
+    done: Done
+    steps: Generator[int, None, Any] | None = None
 
 
 class FramePipeline:
     """Runs a rollout session in a thread of its own and queues its frames for a publisher.
+
+    The inference thread owns the session. Between chunks it serves, in this order: restarts, the live
+    chunk when the queue runs low, and one micro-step of a pending ``imagine`` request. A micro-step
+    starts only when the frames queued cover it and the next live chunk (both estimated from the last
+    ones measured), so imagining does not slow the live stream while one micro-step fits into what a
+    chunk period leaves free. If none ever fits (the model is slower than real time, or a micro-step
+    is longer than the free time), one micro-step runs after each live chunk.
 
     Args:
         session: the live ``RolloutSession``.
@@ -191,10 +256,12 @@ class FramePipeline:
         self._sampler_settings = sampler_settings
         self._on_error = on_error
         self.frames_per_chunk: int = session.frames_per_step
-        # Lock order: _session_lock, then _cond. _session_lock is held while a chunk is computed.
-        self._session_lock = threading.Lock()
         self._cond = threading.Condition()
         self._queue: collections.deque[np.ndarray] = collections.deque()
+        self._restarts: collections.deque[_Restart] = collections.deque()
+        self._imagines: collections.deque[_Imagine] = collections.deque()
+        self._imagine_step_s: float | None = None  # duration of the last imagine micro-step
+        self._imagine_turn = False  # a live chunk ran since the last micro-step
         self._paused = False
         self._stopping = False
         self._frames_out = 0
@@ -209,7 +276,8 @@ class FramePipeline:
         self._thread.start()
 
     def stop(self, timeout_s: float) -> bool:
-        """Stop the inference thread after its current chunk; True if it ended within ``timeout_s``."""
+        """Stop the inference thread after its current chunk or micro-step; requests still pending end
+        with ``PipelineStopped``. True if the thread ended within ``timeout_s``."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -226,23 +294,25 @@ class FramePipeline:
     def paused(self) -> bool:
         return self._paused
 
-    def restart(self, session: Any, first_frame: np.ndarray) -> None:
-        """Continue from a new session: frames queued from the old one are dropped."""
-        with self._session_lock, self._cond:
-            self._session = session
-            self._last_frame = first_frame
-            self._queue.clear()
-            self._frames_since_restart = 0
+    def request_restart(self, start: Callable[[], tuple[Any, np.ndarray]], done: Done) -> None:
+        """Continue from ``start()``'s session and first frame, built on the inference thread before the
+        next chunk: frames queued from the old one are dropped. ``done`` gets None, or the exception
+        that ``start`` raised (the old session then goes on)."""
+        self._submit(self._restarts, _Restart(start, done))
+
+    def request_imagine(self, begin: Callable[[Any, np.ndarray, int], Generator[int, None, Any]], done: Done) -> None:
+        """Run ``begin(live session, its last frame, frames queued)``'s generator one micro-step at a
+        time between live chunks (see the class docstring); ``done`` gets its return value, or the
+        exception that ended it."""
+        self._submit(self._imagines, _Imagine(begin, done))
+
+    def _submit(self, queue: collections.deque, request: Any) -> None:
+        with self._cond:
+            if self._stopping:
+                request.done(PipelineStopped("the simulator is shutting down"))
+                return
+            queue.append(request)
             self._cond.notify_all()
-
-    def fork(self, n: int) -> tuple[Any, np.ndarray]:
-        """``n`` branches of the live session, and the last frame they continue from.
-
-        The branches start where the inference thread has got to, i.e. after the queued frames,
-        up to two chunks ahead of the frame being published.
-        """
-        with self._session_lock:
-            return self._session.fork(n), self._last_frame
 
     # -- publisher side ------------------------------------------------------------------------------
     def pop(self) -> np.ndarray | None:
@@ -275,6 +345,11 @@ class FramePipeline:
     def history_length(self) -> int:
         return self._session.history_length
 
+    @property
+    def imagining(self) -> int:
+        """Imagine requests pending or in progress."""
+        return len(self._imagines)
+
     def chunk_records(self) -> list[ChunkRecord]:
         """Timing of the most recent chunks, oldest first."""
         with self._cond:
@@ -294,44 +369,119 @@ class FramePipeline:
         return (len(recent) - 1) / (recent[-1] - recent[0])
 
     # -- inference thread ----------------------------------------------------------------------------
-    def _may_compute(self) -> bool:
-        return self._stopping or (not self._paused and len(self._queue) <= self.frames_per_chunk)
+    def _live_due(self) -> bool:
+        return not self._paused and len(self._queue) <= self.frames_per_chunk
+
+    def _imagine_times(self) -> tuple[float, float, float]:
+        """Seconds of the last live chunk, of the last imagine micro-step (the live chunk's before the
+        first) and of a frame period."""
+        chunk_s = self._records[-1].latency_s if self._records else 0.0
+        step_s = chunk_s if self._imagine_step_s is None else self._imagine_step_s
+        return chunk_s, step_s, self._period_ns() / 1e9
+
+    def _imagine_fits(self) -> bool:
+        # After the micro-step the next live chunk still has to finish before the queue runs out.
+        chunk_s, step_s, period_s = self._imagine_times()
+        return self._paused or step_s + chunk_s + period_s <= len(self._queue) * period_s
+
+    def _imagine_never_fits(self) -> bool:
+        # The queue is fullest right after a live chunk: 2F frames less those published meanwhile.
+        chunk_s, step_s, period_s = self._imagine_times()
+        return step_s + 2 * chunk_s + period_s > 2 * self.frames_per_chunk * period_s
+
+    def _next_work(self) -> Callable[[], None] | None:
+        if self._restarts:
+            return self._restart
+        imagine = bool(self._imagines)
+        if imagine and self._imagine_turn and self._imagine_never_fits():
+            return self._imagine_step
+        if self._live_due():
+            return self._compute_chunk
+        return self._imagine_step if imagine and self._imagine_fits() else None
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(self._may_compute)
+                self._cond.wait_for(lambda: self._stopping or self._next_work() is not None)
                 if self._stopping:
-                    return
+                    break
+                work = self._next_work()
             try:
-                self._compute_chunk()
+                work()
             except Exception as err:  # a failed chunk must not end the simulator; it is reported
                 self.last_error = f"{type(err).__name__}: {err}"
                 self._on_error(err)
                 with self._cond:
                     self._cond.wait_for(lambda: self._stopping, timeout=ERROR_BACKOFF_S)
+        self._end_requests()
+
+    def _end_requests(self) -> None:
+        with self._cond:
+            pending = [*self._restarts, *self._imagines]
+            self._restarts.clear()
+            self._imagines.clear()
+        for request in pending:
+            if isinstance(request, _Imagine) and request.steps is not None:
+                request.steps.close()
+            request.done(PipelineStopped("the simulator is shutting down"))
+
+    def _restart(self) -> None:
+        with self._cond:
+            request = self._restarts.popleft()
+        try:
+            session, first_frame = request.start()
+        except Exception as err:  # e.g. out of memory: keep simulating from the old state
+            request.done(err)
+            return
+        with self._cond:
+            self._session = session
+            self._last_frame = first_frame
+            self._queue.clear()
+            self._frames_since_restart = 0
+            self._cond.notify_all()
+        request.done(None)
+
+    def _imagine_step(self) -> None:
+        request = self._imagines[0]
+        start = time.perf_counter()
+        try:
+            if request.steps is None:
+                request.steps = request.begin(self._session, self._last_frame, len(self._queue))
+            next(request.steps)
+        except StopIteration as finished:
+            self._finish_imagine(request, finished.value)
+        except Exception as err:  # the request fails; the live rollout is not touched
+            self._finish_imagine(request, err)
+        else:
+            self._imagine_step_s = time.perf_counter() - start
+        self._imagine_turn = False
+
+    def _finish_imagine(self, request: _Imagine, result: Any) -> None:
+        with self._cond:
+            self._imagines.popleft()
+        request.done(result)
 
     def _compute_chunk(self) -> None:
-        with self._session_lock:
-            session = self._session
-            now = self._clock.now_ns()
-            period = self._period_ns()
-            ahead = len(self._queue) + 1
-            times = [now + (ahead + j) * period for j in range(self.frames_per_chunk)]
-            planned_monotonic = time.monotonic()
-            actions = self._planner(times, now)
-            start = time.perf_counter()
-            frames = session.step(actions, **self._sampler_settings())
-            latency = time.perf_counter() - start
-            with self._cond:
-                record = ChunkRecord(
-                    session.step_count - 1, self._frames_out + len(self._queue), now, planned_monotonic, latency
-                )
-                self._records.append(record)
-                self._queue.extend(frames)
-                self._last_frame = frames[-1]
-                self.last_error = ""
-                self._cond.notify_all()
+        session = self._session
+        now = self._clock.now_ns()
+        period = self._period_ns()
+        ahead = len(self._queue) + 1
+        times = [now + (ahead + j) * period for j in range(self.frames_per_chunk)]
+        planned_monotonic = time.monotonic()
+        actions = self._planner(times, now)
+        start = time.perf_counter()
+        frames = session.step(actions, **self._sampler_settings())
+        latency = time.perf_counter() - start
+        with self._cond:
+            record = ChunkRecord(
+                session.step_count - 1, self._frames_out + len(self._queue), now, planned_monotonic, latency
+            )
+            self._records.append(record)
+            self._queue.extend(frames)
+            self._last_frame = frames[-1]
+            self._imagine_turn = True
+            self.last_error = ""
+            self._cond.notify_all()
 
 
 class ImagineRequestError(ValueError):
@@ -414,22 +564,3 @@ def _modality_batch(
                 f"candidate {index} leaves out {modality!r} and there is no current command to hold"
             )
     return np.stack(rows).astype(np.float32)
-
-
-def roll_branches(
-    branch: Any, actions: Mapping[str, np.ndarray], num_frames: int, settings: Mapping[str, Any], last_only: bool
-) -> np.ndarray:
-    """Step a forked session through ``num_frames`` of batched actions.
-
-    Returns:
-        uint8 ``[n, num_frames, H, W, 3]``, or ``[n, 1, H, W, 3]`` with ``last_only`` (earlier
-        chunks are then not kept, to bound memory).
-    """
-    n, per_chunk = branch.batch_size, branch.frames_per_step
-    kept = []
-    for start in range(0, num_frames, per_chunk):
-        chunk = {modality: values[:, start : start + per_chunk] for modality, values in actions.items()}
-        frames = branch.step(chunk, **settings)
-        frames = frames.reshape(n, per_chunk, *frames.shape[-3:])  # a batch of one comes back unbatched
-        kept = [frames[:, -1:]] if last_only else [*kept, frames]
-    return np.concatenate(kept, axis=1)

@@ -20,6 +20,7 @@ from rclpy.parameter import Parameter
 
 from astra_model import AstraWorldModel
 from astra_model.config import SamplerConfig
+from astra_model.worlds import world_modalities
 
 QOS_CHOICES = ("sensor_data", "reliable")
 DTYPE_CHOICES = ("float32", "bfloat16")
@@ -122,6 +123,21 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "imagine_max_chunks", 4, "most chunks one ~/imagine candidate may span (memory bound)", int_range=(1, 64, 0)
     ),
+    ParamSpec(
+        "imagine_max_batch",
+        2,
+        "~/imagine candidates rolled out together, between live chunks: more is faster per candidate but needs "
+        "more memory and more free time between chunks (see astra_ros.frame_pipeline)",
+        int_range=(1, 256, 0),
+    ),
+    ParamSpec(
+        "max_command_rate",
+        100.0,
+        "most messages a second taken per command topic; within a faster burst the newest waits and replaces "
+        "the one before it (counted as superseded in /diagnostics)",
+        read_only=True,
+        float_range=(1.0, 100000.0),
+    ),
 )
 
 
@@ -149,6 +165,13 @@ def model_params(model: AstraWorldModel) -> tuple[ParamSpec, ...]:
             "latent frames per generated chunk: a property of the model, shown here; a different value is refused",
             read_only=True,
             int_range=(1, 1024, 0),
+        ),
+        ParamSpec(
+            "world",
+            "",
+            "world each episode drives, at start-up and after a reset that names none; empty: the world of the "
+            f"first command. This model simulates: {', '.join(world_modalities(config))}",
+            constraints="empty or one of the model's worlds",
         ),
         ParamSpec(
             "joint_names",

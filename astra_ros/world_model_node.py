@@ -21,17 +21,35 @@ candidate leaves out is held at its current value).
 
 Parameters are described in :mod:`astra_ros.node_params` and ``config/world_model.yaml``.
 
+Worlds: a model with ``separate_worlds`` simulates several worlds (``astra_model.worlds``), and each
+chunk is drawn by one of them from its own modalities' commands. An episode drives one world: the one
+the reset named (``Reset.world``, else the ``world`` parameter), else the world of the first command
+after the reset. Until then chunks hold still (a zero twist) where the model has a twist. Commands
+for another world are refused and counted until a reset switches worlds; ``status.world`` shows the
+world driven.
+
 Commands are stamped with their header stamp (or, for Twist and zero stamps, the model time of
-arrival) and held by zero-order hold; see :mod:`astra_ros.frame_pipeline` for the threads, the
-frame queue and the action-to-frame latency they imply.
+arrival) and held by zero-order hold; one stamped more than a second ahead of model time is refused.
+Each command topic passes at most ``max_command_rate`` messages a second: within a burst the newest
+waits and replaces the one before (counted as superseded). See :mod:`astra_ros.frame_pipeline` for the
+threads, the frame queue and the action-to-frame latency they imply.
+
+Execution: ``main`` spins the node in a ``SingleThreadedExecutor`` whose callbacks are all short; the
+model runs in the pipeline's inference thread, which also computes ``~/reset``'s new session and
+``~/imagine``'s rollouts, so those services answer through coroutines that wait without blocking the
+executor. SIGINT and SIGTERM stop the simulator: requests in progress are answered (``success`` false)
+before the node goes down.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import signal
 import sys
+import threading
 import time
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -44,30 +62,32 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.rcutils_logger import RcutilsLogger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from rclpy.task import Future
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import Trigger
 
 from astra_model import AstraWorldModel
+from astra_model.branches import branch_rollouts
 from astra_model.checkpoint import CheckpointError
-from astra_model.worlds import world_of
+from astra_model.worlds import world_modalities, world_of_modality
 from astra_ros import demo_model_path, node_params
-from astra_ros.action_conversion import ActionConversionError, msg_to_action
+from astra_ros.action_conversion import COMMAND_TOPICS, ActionConversionError, msg_to_action
 from astra_ros.frame_pipeline import (
     ActionChannel,
     FramePipeline,
     ImagineRequestError,
+    LatestWins,
     ModelClock,
     candidate_actions,
-    roll_branches,
 )
 from astra_ros.image_conversion import (
     ImageConversionError,
@@ -78,14 +98,9 @@ from astra_ros.image_conversion import (
 from astra_ros.resample import OutOfOrderError
 
 NODE_NAME = "world_model_node"
-# modality -> (topic, message type)
-COMMAND_TOPICS: dict[str, tuple[str, type]] = {
-    "twist": ("cmd_vel", Twist),
-    "joints": ("joint_command", JointState),
-    "camera_pose": ("camera_pose_cmd", PoseStamped),
-}
+COMMAND_TYPES: dict[str, type] = {"twist": Twist, "joints": JointState, "camera_pose": PoseStamped}
 TOPIC_NAMES: tuple[str, ...] = (
-    *(topic for topic, _ in COMMAND_TOPICS.values()),
+    *COMMAND_TOPICS.values(),
     "seed_image",
     "image",
     "camera_info",
@@ -97,8 +112,9 @@ STATUS_PERIOD_S = 1.0
 RATE_WINDOW_S = 3.0
 WARN_THROTTLE_S = 2.0
 FUTURE_TOLERANCE_NS = 1_000_000_000
-EXECUTOR_THREADS = 6
 GREY = 128
+SPIN_PERIOD_S = 0.1  # how often the main loop looks for a shutdown request
+SHUTDOWN_ANSWER_S = 2.0  # time given to services to answer once the simulator stops
 # Imagine return modes that keep only each candidate's last frame.
 IMAGINE_KEEP = (Imagine.Request.RETURN_LAST_FRAME, Imagine.Request.RETURN_SUMMARY)
 
@@ -120,6 +136,8 @@ class WorldModelNode(Node):
         self._check_chunk_size()
         self.joint_names = self._joint_names()
         self.channels = self._make_channels()
+        self.worlds = self._driven_worlds()
+        self.world: str | None = self._param("world") or None
         self.first_frame = self._default_first_frame()
         self.frame_size: tuple[int, int] = self.first_frame.shape[:2]
         self.clock = ModelClock(self._param("publish_clock"), lambda: self.get_clock().now().nanoseconds)
@@ -134,6 +152,7 @@ class WorldModelNode(Node):
         )
         self._topic_loggers: dict[str, RcutilsLogger] = {}
         self._first_frame_logged = False
+        self._answering = 0  # service calls waiting for the inference thread
         self._make_publishers()
         self._make_subscriptions()
         self._make_services()
@@ -142,7 +161,8 @@ class WorldModelNode(Node):
         self.pipeline.start()
         self.get_logger().info(
             f"simulating {self.checkpoint} at {self._param('frame_rate')} fps, "
-            f"{self.pipeline.frames_per_chunk} frames per chunk, frames {self.frame_size[0]}x{self.frame_size[1]}"
+            f"{self.pipeline.frames_per_chunk} frames per chunk, frames {self.frame_size[0]}x{self.frame_size[1]}, "
+            f"worlds {self.worlds}"
         )
 
     # -- start-up ------------------------------------------------------------------------------------
@@ -206,6 +226,13 @@ class WorldModelNode(Node):
                 raise StartupError(f"model modality {modality!r}: {err}") from err
         return channels
 
+    def _driven_worlds(self) -> dict[str, tuple[str, ...]]:
+        """World -> its modalities that have a command topic (worlds without one cannot be driven)."""
+        worlds = world_modalities(self.model.config).items()
+        return {
+            world: kept for world, modalities in worlds if (kept := tuple(m for m in modalities if m in self.channels))
+        }
+
     def _default_first_frame(self) -> np.ndarray:
         if self.model.seed_frame is not None:
             return self.model.seed_frame
@@ -228,38 +255,32 @@ class WorldModelNode(Node):
         self._clock_pub = self.create_publisher(ClockMsg, "/clock", 1) if self.clock.simulated else None
 
     def _make_subscriptions(self) -> None:
-        commands = MutuallyExclusiveCallbackGroup()
         topics = []
-        for modality, (topic, msg_type) in COMMAND_TOPICS.items():
+        self.gates: dict[str, LatestWins] = {}
+        for modality, topic in COMMAND_TOPICS.items():
             if modality not in self.channels:
                 self.get_logger().info(f"the model has no {modality!r} action: not subscribing to {topic}")
                 continue
             callback = functools.partial(self._on_command, modality, topic)
-            self.create_subscription(msg_type, topic, callback, self._qos("command_qos"), callback_group=commands)
+            self.create_subscription(COMMAND_TYPES[modality], topic, callback, self._qos("command_qos"))
+            self.gates[topic] = LatestWins(self._param("max_command_rate"))
             topics.append(topic)
-        # Own group: a restart waits for the chunk in progress, commands must not wait with it.
-        seeds = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, "seed_image", self._on_seed_image, self._qos("image_qos"), callback_group=seeds)
+        self.create_subscription(Image, "seed_image", self._on_seed_image, self._qos("image_qos"))
         # Messages refused per topic. All keys exist from the start, so the status timer can read the
-        # dict while subscription threads count.
+        # dict while the inference thread counts.
         self.rejected = dict.fromkeys([*topics, "seed_image"], 0)
 
     def _make_services(self) -> None:
-        control = MutuallyExclusiveCallbackGroup()
-        self.create_service(Reset, "~/reset", self._on_reset, callback_group=control)
-        self.create_service(Trigger, "~/pause", functools.partial(self._on_pause, True), callback_group=control)
-        self.create_service(Trigger, "~/resume", functools.partial(self._on_pause, False), callback_group=control)
-        # Imagining takes whole chunks of compute: keep it off the other callbacks' threads.
-        imagine = MutuallyExclusiveCallbackGroup()
-        self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=imagine)
+        self.create_service(Reset, "~/reset", self._on_reset)
+        self.create_service(Trigger, "~/pause", functools.partial(self._on_pause, True))
+        self.create_service(Trigger, "~/resume", functools.partial(self._on_pause, False))
+        self.create_service(Imagine, "~/imagine", self._on_imagine)
 
     def _make_timers(self) -> None:
         # Steady clock: with use_sim_time the ROS clock would follow the /clock this very timer drives.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._frame_timer = self.create_timer(
-            self._period_ns() / 1e9, self._publish_frame, MutuallyExclusiveCallbackGroup(), clock=steady
-        )
-        self.create_timer(STATUS_PERIOD_S, self._publish_status, MutuallyExclusiveCallbackGroup(), clock=steady)
+        self._frame_timer = self.create_timer(self._period_ns() / 1e9, self._publish_frame, clock=steady)
+        self.create_timer(STATUS_PERIOD_S, self._publish_status, clock=steady)
 
     def _qos(self, name: str) -> QoSProfile:
         return qos_profile_sensor_data if self._param(name) == "sensor_data" else QoSProfile(depth=10)
@@ -268,6 +289,8 @@ class WorldModelNode(Node):
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         for param in params:
             reason = node_params.check_parameter(param.name, param.value)
+            if reason is None and param.name == "world" and param.value and param.value not in self.worlds:
+                reason = f"world must be empty or one of {sorted(self.worlds)}, got {param.value!r}"
             if reason is not None:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -286,37 +309,60 @@ class WorldModelNode(Node):
 
     # -- commands ------------------------------------------------------------------------------------
     def _plan(self, times_ns: list[int], now_ns: int) -> dict[str, np.ndarray]:
-        sampled = {modality: channel.sample(times_ns, now_ns) for modality, channel in self.channels.items()}
+        """The next chunk's commands: the driven world's modalities; before one is driven, a held-still
+        twist where the model has one (else no commands)."""
+        for topic, gate in self.gates.items():
+            waiting = gate.take()
+            if waiting is not None:
+                self._apply_command(topic, *waiting)
+        if self.world is not None:
+            modalities = self.worlds[self.world]
+        else:
+            modalities = ("twist",) if "twist" in self.channels else ()
+        sampled = {modality: self.channels[modality].sample(times_ns, now_ns) for modality in modalities}
         return {modality: actions for modality, actions in sampled.items() if actions is not None}
 
     def _on_command(self, modality: str, topic: str, msg: Any) -> None:
-        # A chunk of a `separate_worlds` model takes one world's commands: the first world commanded since
-        # the last reset drives the episode.
-        commanded = {m for m, channel in self.channels.items() if channel.last_stamp_ns is not None}
         try:
-            world_of(dict.fromkeys({*commanded, modality}), self.model.config.separate_worlds)
+            stamp = self._command_stamp(msg)
+            self._check_world(modality)
         except ValueError as err:
-            self._reject(topic, f"{err} (this episode is driven by {sorted(commanded)}); call reset to switch worlds")
+            self._reject(topic, str(err))
             return
+        admitted = self.gates[topic].offer((modality, stamp, msg), time.monotonic())
+        if admitted is not None:
+            self._apply_command(topic, *admitted)
+
+    def _apply_command(self, topic: str, modality: str, stamp: int, msg: Any) -> None:
         try:
-            value = msg_to_action(modality, msg, joint_names=self.joint_names)
-            self.channels[modality].push(self._command_stamp(topic, msg), value)
-        except (ActionConversionError, OutOfOrderError) as err:
+            self._check_world(modality)  # a reset may have come since the message did
+            self.channels[modality].push(stamp, msg_to_action(modality, msg, joint_names=self.joint_names))
+        except (ValueError, ActionConversionError, OutOfOrderError) as err:
             self._reject(topic, str(err))
 
-    def _command_stamp(self, topic: str, msg: Any) -> int:
+    def _check_world(self, modality: str) -> None:
+        """Drive the modality's world if none is yet; ValueError if the episode drives another."""
+        world = world_of_modality(modality, self.model.config)
+        if self.world is None:
+            self.world = world
+            self.get_logger().info(f"driving the {world!r} world (first command since the reset: {modality})")
+        elif world != self.world:
+            raise ValueError(
+                f"{modality!r} commands the {world!r} world, but this episode drives {self.world!r}: "
+                f"call ~/reset with world {world!r} (or empty) to switch worlds"
+            )
+
+    def _command_stamp(self, msg: Any) -> int:
+        """Model time a command applies from: its header stamp, or now without one."""
         now = self.clock.now_ns()
         header = getattr(msg, "header", None)
         stamp = stamp_to_ns(header.stamp) if header is not None else 0
-        if stamp == 0:
-            return now
         if stamp > now + FUTURE_TOLERANCE_NS:
-            self._topic_logger(topic).warn(
-                f"stamped {(stamp - now) / 1e9:.1f} s ahead of model time: it applies only from then on "
-                "(does the publisher use /clock when publish_clock is on?)",
-                throttle_duration_sec=WARN_THROTTLE_S,
+            raise ValueError(
+                f"stamped {(stamp - now) / 1e9:.1f} s ahead of model time (more than "
+                f"{FUTURE_TOLERANCE_NS / 1e9:.0f} s): refused (does the publisher use /clock when publish_clock is on?)"
             )
-        return stamp
+        return stamp or now
 
     def _reject(self, topic: str, reason: str) -> None:
         self.rejected[topic] += 1
@@ -342,24 +388,39 @@ class WorldModelNode(Node):
         except ImageConversionError as err:
             self._reject("seed_image", str(err))
             return
-        reason = self._restart(frame, self._param("seed"))
-        if reason is not None:
-            self._reject("seed_image", reason)
 
-    def _restart(self, frame: np.ndarray, seed: int) -> str | None:
-        """Restart the rollout from ``frame``; the reason if that failed (the old rollout goes on)."""
-        try:
-            session = self.model.start(frame, seed=seed)
-        except (ValueError, RuntimeError) as err:  # e.g. out of memory: keep simulating from the old state
-            return f"cannot restart the rollout: {type(err).__name__}: {err}"
-        self.pipeline.restart(session, frame)
-        return None
+        def done(result: Any) -> None:
+            if isinstance(result, Exception):
+                self._reject("seed_image", f"cannot restart the rollout: {type(result).__name__}: {result}")
+
+        self._request_restart(frame, self._param("seed"), done)
+
+    def _request_restart(self, frame: np.ndarray, seed: int, done: Any) -> None:
+        """Restart the rollout from ``frame`` on the inference thread; ``done`` gets None or the error
+        (the old rollout then goes on)."""
+        self.pipeline.request_restart(lambda: (self.model.start(frame, seed=seed), frame), done)
 
     # -- services ------------------------------------------------------------------------------------
-    def _on_reset(self, request: Reset.Request, response: Reset.Response) -> Reset.Response:
+    async def _wait_for_pipeline(self, request: Any) -> Any:
+        """Hand ``request(done)`` to the pipeline and wait, without blocking the executor, for what it
+        passes to ``done``."""
+        future: Future = Future(executor=self.executor)
+        future.add_done_callback(lambda _: None)  # done callbacks wake the executor at once
+        self._answering += 1
+        try:
+            request(future.set_result)
+            return await future
+        finally:
+            self._answering -= 1
+
+    async def _on_reset(self, request: Reset.Request, response: Reset.Response) -> Reset.Response:
         seed = self._param("seed") if request.seed == -1 else request.seed
         if not 0 <= seed <= node_params.MAX_SEED:
             response.message = f"seed must be -1 (keep the seed parameter) or in [0, {node_params.MAX_SEED}]"
+            return response
+        world = request.world or self._param("world")
+        if world and world not in self.worlds:
+            response.message = f"unknown world {world!r}: this model simulates {sorted(self.worlds)}"
             return response
         frame = self.first_frame
         if request.use_seed_image:
@@ -372,13 +433,19 @@ class WorldModelNode(Node):
         # rollout's first chunk cannot be planned with them.
         for channel in self.channels.values():
             channel.clear()
-        reason = self._restart(frame, seed)
-        if reason is not None:
-            response.message = reason
+        for gate in self.gates.values():
+            gate.clear()
+        self.world = world or None
+        self.get_logger().info(
+            f"reset: driving the {world!r} world" if world else "reset: the first command picks the world"
+        )
+        result = await self._wait_for_pipeline(functools.partial(self._request_restart, frame, seed))
+        if isinstance(result, Exception):
+            response.message = f"cannot restart the rollout: {type(result).__name__}: {result}"
             return response
         source = "the given seed image" if request.use_seed_image else "the default first frame"
         response.success = True
-        response.message = f"restarted from {source} with seed {seed}"
+        response.message = f"restarted from {source} with seed {seed}" + (f" in the {world!r} world" if world else "")
         return response
 
     def _on_pause(self, paused: bool, _request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -389,34 +456,23 @@ class WorldModelNode(Node):
         response.message = f"already {state}" if was_paused == paused else state
         return response
 
-    def _on_imagine(self, request: Imagine.Request, response: Imagine.Response) -> Imagine.Response:
+    async def _on_imagine(self, request: Imagine.Request, response: Imagine.Response) -> Imagine.Response:
         start = time.perf_counter()
         if request.return_mode not in (Imagine.Request.RETURN_FRAMES, *IMAGINE_KEEP):
             response.message = f"unknown return_mode {request.return_mode}"
             return response
-        now = self.clock.now_ns()
-        held = {modality: channel.sample([now], now) for modality, channel in self.channels.items()}
         try:
-            actions, num_frames = candidate_actions(
-                request.candidates,
-                self.model.config.modalities,
-                {modality: value[0] for modality, value in held.items() if value is not None},
-                self.pipeline.frames_per_chunk,
-                self._param("imagine_max_candidates"),
-                self._param("imagine_max_chunks"),
-            )
+            actions, num_frames = self._candidate_actions(request.candidates)
         except ImagineRequestError as err:
             response.message = str(err)
             return response
-        branch, current = self.pipeline.fork(len(request.candidates))
-        # Predicted model times: the branches continue after the frames already queued.
-        first_stamp = now + (self.pipeline.queued + 1) * self._period_ns()
         last_only = request.return_mode in IMAGINE_KEEP
-        try:
-            frames = roll_branches(branch, actions, num_frames, self._sampler_settings(), last_only)
-        except (ValueError, RuntimeError) as err:  # e.g. out of memory: refuse the request, keep the node
-            response.message = f"imagining failed: {type(err).__name__}: {err}"
+        begin = functools.partial(self._imagine, actions, last_only)
+        result = await self._wait_for_pipeline(functools.partial(self.pipeline.request_imagine, begin))
+        if isinstance(result, Exception):  # e.g. out of memory: refuse the request, keep the node
+            response.message = f"imagining failed: {type(result).__name__}: {result}"
             return response
+        frames, current, first_stamp = result
         change = np.abs(frames[:, -1].astype(np.int16) - current.astype(np.int16)).mean(axis=(1, 2, 3))
         response.mean_abs_change = change.astype(np.float32).tolist()
         if request.return_mode != Imagine.Request.RETURN_SUMMARY:
@@ -433,6 +489,36 @@ class WorldModelNode(Node):
         response.message = f"imagined {len(request.candidates)} candidates over {num_frames} frames"
         response.compute_time_ms = (time.perf_counter() - start) * 1e3
         return response
+
+    def _candidate_actions(self, candidates: list[Any]) -> tuple[dict[str, np.ndarray], int]:
+        """The candidates' commands, checked before anything is forked: one world's modalities, and a
+        held command for each of them a candidate leaves out."""
+        config = self.model.config
+        named = {s.modality for candidate in candidates for s in candidate.sequences if s.modality in config.modalities}
+        worlds = {world_of_modality(modality, config) for modality in named}
+        if len(worlds) > 1:
+            raise ImagineRequestError(f"the candidates command several worlds {sorted(worlds)}: give one world's")
+        now = self.clock.now_ns()
+        held = {m: self.channels[m].sample([now], now) for world in worlds for m in self.worlds.get(world, ())}
+        return candidate_actions(
+            candidates,
+            config.modalities,
+            {modality: value[0] for modality, value in held.items() if value is not None},
+            self.pipeline.frames_per_chunk,
+            self._param("imagine_max_candidates"),
+            self._param("imagine_max_chunks"),
+        )
+
+    def _imagine(
+        self, actions: dict[str, np.ndarray], last_only: bool, session: Any, current: np.ndarray, queued: int
+    ) -> Generator[int, None, tuple[np.ndarray, np.ndarray, int]]:
+        """Runs on the inference thread: the candidates' rollouts from the live state, the frame they
+        continue from, and the model time of their first frame (after the frames already queued)."""
+        first_stamp = self.clock.now_ns() + (queued + 1) * self._period_ns()
+        settings = self._sampler_settings()
+        max_batch = self._param("imagine_max_batch")
+        frames = yield from branch_rollouts(self.model, session.snapshot(), actions, max_batch, settings, last_only)
+        return frames, current, first_stamp
 
     # -- publishing ----------------------------------------------------------------------------------
     def _publish_frame(self) -> None:
@@ -473,6 +559,7 @@ class WorldModelNode(Node):
         status.history_length = self.pipeline.history_length
         status.rollout_step = self.pipeline.step_count
         status.frames_published = self.pipeline.frames_since_restart
+        status.world = self.world or ""
         status.paused = self.pipeline.paused
         status.checkpoint = str(self.checkpoint)
         self._status_pub.publish(status)
@@ -500,7 +587,10 @@ class WorldModelNode(Node):
             "queued frames": self.pipeline.queued,
             "rollout step": status.rollout_step,
             "history length": status.history_length,
+            "world": status.world,
+            "imagine requests": self.pipeline.imagining,
             **{f"rejected {topic}": count for topic, count in self.rejected.items()},
+            **{f"superseded {topic}": gate.superseded for topic, gate in self.gates.items()},
         }
         return DiagnosticStatus(
             level=level,
@@ -514,35 +604,47 @@ class WorldModelNode(Node):
         self.get_logger().error(f"chunk failed: {type(err).__name__}: {err}", throttle_duration_sec=WARN_THROTTLE_S)
 
     # -- shutdown ------------------------------------------------------------------------------------
-    def destroy_node(self) -> None:
+    def stop_simulating(self, executor: SingleThreadedExecutor) -> None:
+        """Stop the inference thread and spin ``executor`` until the service calls that waited for it
+        have been answered (they end with ``success`` false)."""
+        self._stop_pipeline()
+        deadline = time.monotonic() + SHUTDOWN_ANSWER_S
+        while self._answering and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S / 2)
+
+    def _stop_pipeline(self) -> None:
         # rclpy also destroys a node whose constructor failed (at context shutdown): it may have no pipeline.
         pipeline = getattr(self, "pipeline", None)
         if pipeline is not None:
             longest = max((record.latency_s for record in pipeline.chunk_records()), default=0.0)
             if not pipeline.stop(timeout_s=5.0 + 2 * longest):
                 self.get_logger().warn("the inference thread is still busy; leaving it behind")
+
+    def destroy_node(self) -> None:
+        self._stop_pipeline()
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    # Our own signal handlers: rclpy's would shut the context down under the executor, before the calls
+    # in progress are answered and while timers may still publish.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     node = None
     try:
         node = WorldModelNode()
-        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
+        node.stop_simulating(executor)
+    except ExternalShutdownException:
         pass
     except (StartupError, ParameterException) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
         return 1
-    except RuntimeError:
-        # rclpy's SIGINT handler shuts the context down from another thread; an executor caught between its
-        # check of the context and building its wait set raises RCLError (ros2/rclpy#398). That is a
-        # shutdown, not a failure; any other RuntimeError is.
-        if rclpy.ok():
-            raise
     finally:
         if node is not None:
             node.destroy_node()

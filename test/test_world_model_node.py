@@ -29,7 +29,6 @@ from conftest import randomise_action_path
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.srv import SetParameters
-from rclpy._rclpy_pybind11 import RCLError
 from rclpy.context import Context
 from rclpy.exceptions import ParameterException
 from rclpy.executors import MultiThreadedExecutor
@@ -43,7 +42,7 @@ from std_srvs.srv import Trigger
 from astra_model import AstraConfig, AstraWorldModel
 from astra_ros.frame_pipeline import ActionChannel, ModelClock
 from astra_ros.image_conversion import image_msg_to_rgb, rgb_to_image_msg, stamp_to_ns
-from astra_ros.world_model_node import StartupError, WorldModelNode, main
+from astra_ros.world_model_node import StartupError, WorldModelNode
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 30.0
@@ -384,20 +383,33 @@ def test_a_separate_world_is_driven_alone_until_a_reset(ros: Harness, tmp_path: 
     model = AstraWorldModel(AstraConfig.preset("tiny").replace(separate_worlds=["joints"]))
     model.seed_frame = np.zeros((SIZE, SIZE, 3), np.uint8)
     model.save_pretrained(tmp_path)
-    node = WorldModelNode(context=ros.context, namespace=f"{NAMESPACE}/worlds", parameter_overrides=overrides(tmp_path))
+    namespace = f"{NAMESPACE}/worlds"
+    node = ros.add(WorldModelNode(context=ros.context, namespace=namespace, parameter_overrides=overrides(tmp_path)))
+
+    def reset(world: str = "") -> Reset.Response:
+        return ros.probe.call(Reset, f"{namespace}/world_model_node/reset", Reset.Request(seed=-1, world=world))
+
     try:
         joints = joint_state(["joint1", "joint2", "joint3", "joint4"])
+        assert node.world is None and node._plan([0], 0).keys() == {"twist"}, "idle: a held-still twist"
         node._on_command("twist", "cmd_vel", twist())
         node._on_command("camera_pose", "camera_pose_cmd", PoseStamped())  # shares the weights of twist
         node._on_command("joints", "joint_command", joints)
         assert (node.rejected["cmd_vel"], node.rejected["camera_pose_cmd"], node.rejected["joint_command"]) == (0, 0, 1)
         assert node.channels["joints"].last_stamp_ns is None  # the refused command was not kept
-        assert node._on_reset(Reset.Request(seed=-1), Reset.Response()).success
+        assert node.world == "shared" and node._plan([0], 0).keys() == {"twist", "camera_pose"}
+        assert reset().success and node.world is None
         node._on_command("joints", "joint_command", joints)
         node._on_command("twist", "cmd_vel", twist())
         assert (node.rejected["joint_command"], node.rejected["cmd_vel"]) == (1, 1)
+        assert node.world == "joints" and node._plan([0], 0).keys() == {"joints"}, "no neutral twist mixed in"
+        assert reset("shared").success and node.world == "shared"
+        node._on_command("joints", "joint_command", joints)
+        assert node.rejected["joint_command"] == 2
+        unknown = reset("arm")
+        assert not unknown.success and "unknown world 'arm'" in unknown.message and node.world == "shared"
     finally:
-        node.destroy_node()
+        ros.remove(node)
 
 
 def test_pause_and_resume(ros: Harness) -> None:
@@ -540,23 +552,3 @@ def test_sigint_shuts_down_cleanly(checkpoint: Path) -> None:
     output = "".join(stderr) + process.stdout.read()
     assert returncode == 0, output
     assert "Traceback" not in output
-
-
-@pytest.mark.parametrize("shut_down", [True, False])
-def test_a_wait_set_error_is_a_shutdown_only_once_the_context_is_down(
-    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, shut_down: bool
-) -> None:
-    # The race SIGINT can lose: rclpy's handler shuts the context down while the executor builds a wait set.
-    def spin(executor: MultiThreadedExecutor) -> None:
-        if shut_down:
-            rclpy.shutdown()
-        raise RCLError("failed to initialize wait set: the given context is not valid")
-
-    monkeypatch.setattr(MultiThreadedExecutor, "spin", spin)
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(_domain_id(70)))
-    if shut_down:
-        assert main(ros_args(checkpoint)) == 0
-    else:
-        with pytest.raises(RCLError, match="wait set"):
-            main(ros_args(checkpoint))
-    assert not rclpy.ok()

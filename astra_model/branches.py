@@ -1,0 +1,76 @@
+"""Counterfactual rollouts of many command plans from one session state, in bounded micro-batches.
+
+Every plan continues the same `SessionState` and draws the same noise (common random numbers), so
+plans differ only by their commands. Plans are rolled out `max_batch` at a time, each micro-batch from a
+fresh copy of the state: the generator of every micro-batch restarts from the same random state, so
+splitting a batch changes nothing but peak memory, which grows with `max_batch` and not with the
+number of plans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import numpy as np
+
+from .model import AstraWorldModel
+from .rollout import RolloutSession, SessionState
+
+
+def branch_rollouts(
+    model: AstraWorldModel,
+    state: SessionState,
+    plans: Mapping[str, np.ndarray],
+    max_batch: int,
+    settings: Mapping[str, Any] | None = None,
+    last_only: bool = False,
+) -> Generator[int, None, np.ndarray]:
+    """Roll every plan forward from `state`, one chunk of one micro-batch per `next()`.
+
+    Args:
+        model: the world model `state` belongs to.
+        state: where every plan starts (a `RolloutSession.snapshot()` of one branch); not changed.
+        plans: modality -> per-frame commands `[n, T, D]` with `T` a multiple of the chunk's frames;
+            every modality gives all `n` plans.
+        max_batch: plans rolled out together at most.
+        settings: keyword arguments of `RolloutSession.step` (guidance_scale, steps).
+        last_only: keep only each plan's last frame (memory stays bounded by `max_batch` chunks).
+
+    Yields:
+        after each chunk of each micro-batch, the number of plans in that micro-batch.
+
+    Returns:
+        uint8 `[n, T, H, W, 3]`, or `[n, 1, H, W, 3]` with `last_only`.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if state.history.latents.shape[0] != 1:
+        raise ValueError("branch_rollouts starts from the state of one branch")
+    count, frames = _plan_shape(plans)
+    per_chunk = model.config.frames_per_chunk
+    if frames % per_chunk:
+        raise ValueError(f"plans must span a multiple of {per_chunk} frames, got {frames}")
+    out = []
+    for first in range(0, count, max_batch):
+        batch = min(max_batch, count - first)
+        session = RolloutSession(model, state.copy(repeat=batch), batch)
+        kept = []
+        for start in range(0, frames, per_chunk):
+            chunk = {name: value[first : first + batch, start : start + per_chunk] for name, value in plans.items()}
+            video = session.step(chunk, **(settings or {}))
+            video = video.reshape(batch, per_chunk, *video.shape[-3:])  # a batch of one comes back unbatched
+            kept = [video[:, -1:]] if last_only else [*kept, video]
+            yield batch
+        out.append(np.concatenate(kept, axis=1))
+    return np.concatenate(out)
+
+
+def _plan_shape(plans: Mapping[str, np.ndarray]) -> tuple[int, int]:
+    shapes = {np.shape(value)[:2] for value in plans.values()}
+    if not plans or len(shapes) != 1 or any(np.ndim(value) != 3 for value in plans.values()):
+        raise ValueError(f"plans must be modality -> [n, T, D] with one n and T, got {shapes or 'none'}")
+    count, frames = shapes.pop()
+    if count < 1 or frames < 1:
+        raise ValueError(f"plans must hold at least one plan of at least one frame, got [{count}, {frames}]")
+    return count, frames
