@@ -9,12 +9,13 @@ number of plans.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from .model import AstraWorldModel
+from .pieces import Pieces
 from .rollout import RolloutSession, SessionState
 
 
@@ -25,8 +26,9 @@ def branch_rollouts(
     max_batch: int,
     settings: Mapping[str, Any] | None = None,
     last_only: bool = False,
-) -> Generator[int, None, np.ndarray]:
-    """Roll every plan forward from `state`, one chunk of one micro-batch per `next()`.
+) -> Pieces[np.ndarray]:
+    """Roll every plan forward from `state`, in pieces (`astra_model.pieces`): one per denoising step and
+    decoded latent frame of each chunk of each micro-batch.
 
     Args:
         model: the world model `state` belongs to.
@@ -36,9 +38,6 @@ def branch_rollouts(
         max_batch: plans rolled out together at most.
         settings: keyword arguments of `RolloutSession.step` (guidance_scale, steps).
         last_only: keep only each plan's last frame (memory stays bounded by `max_batch` chunks).
-
-    Yields:
-        after each chunk of each micro-batch, the number of plans in that micro-batch.
 
     Returns:
         uint8 `[n, T, H, W, 3]`, or `[n, 1, H, W, 3]` with `last_only`.
@@ -58,10 +57,9 @@ def branch_rollouts(
         kept = []
         for start in range(0, frames, per_chunk):
             chunk = {name: value[first : first + batch, start : start + per_chunk] for name, value in plans.items()}
-            video = session.step(chunk, **(settings or {}))
+            video = yield from session.stepping(chunk, **(settings or {}))
             video = video.reshape(batch, per_chunk, *video.shape[-3:])  # a batch of one comes back unbatched
             kept = [video[:, -1:]] if last_only else [*kept, video]
-            yield batch
         out.append(np.concatenate(kept, axis=1))
     return np.concatenate(out)
 

@@ -18,8 +18,9 @@ from .actions import as_model_reads, group_per_latent_frame, last_commands, late
 from .anchoring import Anchor
 from .history import History
 from .model import AstraWorldModel, KVCache
+from .pieces import Pieces, run_to_end
 from .pose_warp import cumulative_rotations
-from .sampler import sample_chunk, uses_guidance
+from .sampler import denoising, uses_guidance
 from .vae import VAEStream, frames_to_video, video_to_frames
 from .worlds import guidance_scale_of
 
@@ -190,7 +191,6 @@ class RolloutSession:
         state.turn = rotations[:, -1]
         return state.anchor.turned(rotations, cfg.pose_warp[turning]).apply(video, cfg.turned_anchor[turning])
 
-    @torch.no_grad()
     def step(
         self,
         actions: Mapping[str, np.ndarray | torch.Tensor] | None,
@@ -211,6 +211,18 @@ class RolloutSession:
         Returns:
             uint8 `[frames_per_step, H, W, 3]`, or `[batch, frames_per_step, H, W, 3]` after a fork.
         """
+        return run_to_end(self.stepping(actions, guidance_scale, steps, use_kv_cache))
+
+    @torch.no_grad()  # torch keeps grad off inside every piece of a decorated generator
+    def stepping(
+        self,
+        actions: Mapping[str, np.ndarray | torch.Tensor] | None,
+        guidance_scale: float | None = None,
+        steps: int | None = None,
+        use_kv_cache: bool = True,
+    ) -> Pieces[np.ndarray]:
+        """`step` in pieces (`astra_model.pieces`): one per denoising step and per decoded latent frame.
+        The session changes as the pieces run: one left unfinished leaves it unusable (fork first)."""
         cfg = self.model.config
         commanded = self._action_tensors(actions)
         validate_actions(commanded, cfg, cfg.chunk_latent_frames)
@@ -231,11 +243,13 @@ class RolloutSession:
         def velocity(x, t, mask):
             return self.model(x, t, batch_acts or None, hist, action_mask=mask, kv_cache=cache).velocity
 
-        latents = sample_chunk(velocity, noise, steps or cfg.sampler.steps, cfg.sampler.shift, scale, bool(acts))
+        latents = yield from denoising(
+            velocity, noise, steps or cfg.sampler.steps, cfg.sampler.shift, scale, bool(acts)
+        )
         reference = self.model.change_reference(acts, history)
         if reference is not None:
             latents = latents + reference
-        video = self._anchored(self.state.vae.decode(latents), commanded, acts)
+        video = self._anchored((yield from self.state.vae.decoding(latents)), commanded, acts)
         grouped = {k: group_per_latent_frame(v, cfg) for k, v in acts.items()}
         self.state.history = history.append(latents, cfg.history, grouped)
         # A chunk without a relative modality leaves its last command unknown.

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from .pieces import Pieces, run_to_end
+
 # velocity(x [N, C, F, h, w], timestep [N], action_mask [N] bool or None) -> [N, C, F, h, w]
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
@@ -22,7 +24,6 @@ def uses_guidance(guidance_scale: float, has_actions: bool) -> bool:
     return has_actions and guidance_scale not in (0.0, 1.0)
 
 
-@torch.no_grad()
 def sample_chunk(
     velocity: VelocityFn,
     noise: torch.Tensor,
@@ -32,6 +33,19 @@ def sample_chunk(
     has_actions: bool,
 ) -> torch.Tensor:
     """Denoise `noise` `[B, C, F, h, w]` from sigma 1 to 0 in `steps` Euler steps; returns clean latents."""
+    return run_to_end(denoising(velocity, noise, steps, shift, guidance_scale, has_actions))
+
+
+@torch.no_grad()
+def denoising(
+    velocity: VelocityFn,
+    noise: torch.Tensor,
+    steps: int,
+    shift: float,
+    guidance_scale: float,
+    has_actions: bool,
+) -> Pieces[torch.Tensor]:
+    """`sample_chunk` in pieces (`astra_model.pieces`), one Euler step each."""
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     scheduler.set_timesteps(steps, device=noise.device)
     guided = uses_guidance(guidance_scale, has_actions)
@@ -45,4 +59,5 @@ def sample_chunk(
         else:
             v = velocity(x, t.expand(b), None)
         x = scheduler.step(v, t, x).prev_sample
+        yield
     return x

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from diffusers import AutoencoderKLWan
 
+from .pieces import Pieces, run_to_end
+
 
 def frames_per_latent(temperal_downsample: Sequence[bool]) -> int:
     """Video frames per latent frame after the first: 2 ** (number of temporal downsamples)."""
@@ -69,12 +71,16 @@ class VAEStream:
         mu = moments[:, : self.vae.config.z_dim]
         return (mu - self._mean.to(mu)) / self._std.to(mu)
 
-    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents `[B, z, F, h, w]` -> video `[B, 3, T, H, W]` in [-1, 1].
 
         The stream's first latent frame decodes to 1 video frame, every later one to `self.ratio`.
         """
+        return run_to_end(self.decoding(latents))
+
+    @torch.no_grad()  # torch keeps grad off inside every piece of a decorated generator
+    def decoding(self, latents: torch.Tensor) -> Pieces[torch.Tensor]:
+        """`decode` in pieces (`astra_model.pieces`), one latent frame each."""
         z = latents.to(self.vae.dtype) * self._std.to(latents.device, self.vae.dtype) + self._mean.to(
             latents.device, self.vae.dtype
         )
@@ -87,6 +93,7 @@ class VAEStream:
             outs.append(
                 self.vae.decoder(x[:, :, i : i + 1], feat_cache=self.dec_cache, feat_idx=[0], first_chunk=first)
             )
+            yield
         return torch.cat(outs, dim=2).clamp(-1.0, 1.0)
 
     def copy(self, repeat: int = 1) -> VAEStream:

@@ -4,16 +4,18 @@ Nothing here imports rclpy, so the timing logic can be reasoned about (and reuse
 
 Timing, with F video frames per chunk, T = 1 / frame_rate and L the time one chunk takes to compute:
 
-- A publisher timer pops one frame every T from a bounded queue (at most 2F frames), so the
-  published rate is steady as long as L < F*T.
-- The inference thread plans chunk k+1 as soon as the queue holds no more than F frames: when the
-  last frame of chunk k-1 has gone out and chunk k is about to. So the next chunk is computed
-  while the current one is published.
-- Chunk k+1's actions are sampled at its frame times in model time, which lie (F+1)*T to 2F*T
-  after the planning moment; commands arriving after that moment cannot be in it. Plans happen
-  every F*T, so a command first shows in a published frame (F+1)*T to (2F+1)*T after it is
-  accepted, (1.5F+1)*T on average. With F=8 at 10 fps: 0.9 to 1.7 s. A model slower than real
-  time (L > F*T) computes back to back instead, and the latency grows to between L+T and 2L+T.
+- A publisher timer pops one frame every T from a bounded queue, so the published rate is steady as
+  long as L < F*T.
+- The inference thread plans the next chunk just in time: once the frames still queued last no
+  longer than the chunk's compute time with a margin, ``ceil(LEAD_MARGIN * L_max / T) + 1`` frames
+  (at most F), where ``L_max`` is the longest of the last ``LEAD_WINDOW`` chunks. Planning later
+  would let the queue run dry; planning earlier only makes commands wait longer.
+- The chunk's actions are sampled at its frame times in model time; commands arriving after the
+  planning moment cannot be in it. Plans happen every F*T, so a command first shows in a published
+  frame between (lead+1)*T and F*T + (lead+1)*T after it is accepted, F*T/2 + (lead+1)*T on
+  average, with lead*T just above L. With F=8 at 10 fps and L = 0.45 s (the demo model on two CPU
+  cores): a lead of 7 frames, 0.8 to 1.6 s, 1.2 s on average. A model slower than real time
+  (L > F*T) computes back to back instead, and the latency grows to between L+T and 2L+T.
 - ``/clock`` mode does not change this in frames; in model time the latency is the same number
   of frame periods.
 """
@@ -21,6 +23,8 @@ Timing, with F video frames per chunk, T = 1 / frame_rate and L the time one chu
 from __future__ import annotations
 
 import collections
+import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -36,6 +40,9 @@ from astra_ros.resample import ZeroOrderHold
 ACTION_HISTORY = 64
 # Chunks whose timing is kept for diagnostics and benchmarks.
 CHUNK_RECORDS = 256
+# Just-in-time planning: the queue must outlast LEAD_MARGIN times the longest of the last LEAD_WINDOW chunks.
+LEAD_MARGIN = 1.25
+LEAD_WINDOW = 8
 # Pause after a failed chunk before retrying, so a persistent failure cannot spin a CPU core.
 ERROR_BACKOFF_S = 1.0
 # Publish times kept for the measured frame rate.
@@ -212,21 +219,23 @@ class _Restart:
 
 @dataclass
 class _Imagine:
-    # (live session, its last frame, frames queued ahead of it) -> generator of micro-steps that returns the result
-    begin: Callable[[Any, np.ndarray, int], Generator[int, None, Any]]
+    # (live session, its last frame, frames queued ahead of it) -> its pieces (astra_model.pieces)
+    begin: Callable[[Any, np.ndarray, int], Generator[None, None, Any]]
     done: Done
-    steps: Generator[int, None, Any] | None = None
+    steps: Generator[None, None, Any] | None = None
 
 
 class FramePipeline:
     """Runs a rollout session in a thread of its own and queues its frames for a publisher.
 
     The inference thread owns the session. Between chunks it serves, in this order: restarts, the live
-    chunk when the queue runs low, and one micro-step of a pending ``imagine`` request. A micro-step
-    starts only when the frames queued cover it and the next live chunk (both estimated from the last
-    ones measured), so imagining does not slow the live stream while one micro-step fits into what a
-    chunk period leaves free. If none ever fits (the model is slower than real time, or a micro-step
-    is longer than the free time), one micro-step runs after each live chunk.
+    chunk when it is due, and one piece (a denoising step or a decoded latent frame,
+    ``astra_model.pieces``) of a pending ``imagine`` request. A piece starts only when the frames
+    queued cover it and still leave the next live chunk its lead (both estimated from the last ones
+    measured), so imagining takes the time the live stream leaves free, ``F*T - L`` per chunk, and
+    does not slow it. If no piece ever fits (the model is slower than real time, or a piece is
+    longer than the free time), one piece runs after each live chunk, and the stream slows by as
+    much. A paused stream gives imagining all of the time.
 
     Args:
         session: the live ``RolloutSession``.
@@ -236,6 +245,7 @@ class FramePipeline:
         planner: samples the actions of the next chunk.
         sampler_settings: current sampling settings.
         on_error: called with the exception of a failed chunk (the thread carries on).
+        on_chunk: called with the record of each chunk computed.
     """
 
     def __init__(
@@ -247,6 +257,7 @@ class FramePipeline:
         planner: Planner,
         sampler_settings: SamplerSettings,
         on_error: Callable[[Exception], None],
+        on_chunk: Callable[[ChunkRecord], None] = lambda _: None,
     ) -> None:
         self._session = session
         self._last_frame = first_frame
@@ -255,13 +266,14 @@ class FramePipeline:
         self._planner = planner
         self._sampler_settings = sampler_settings
         self._on_error = on_error
+        self._on_chunk = on_chunk
         self.frames_per_chunk: int = session.frames_per_step
         self._cond = threading.Condition()
         self._queue: collections.deque[np.ndarray] = collections.deque()
         self._restarts: collections.deque[_Restart] = collections.deque()
         self._imagines: collections.deque[_Imagine] = collections.deque()
-        self._imagine_step_s: float | None = None  # duration of the last imagine micro-step
-        self._imagine_turn = False  # a live chunk ran since the last micro-step
+        self._piece_s: collections.deque[float] = collections.deque(maxlen=LEAD_WINDOW)  # recent imagine pieces
+        self._imagine_turn = False  # a live chunk ran since the last imagine piece
         self._paused = False
         self._stopping = False
         self._frames_out = 0
@@ -300,10 +312,9 @@ class FramePipeline:
         that ``start`` raised (the old session then goes on)."""
         self._submit(self._restarts, _Restart(start, done))
 
-    def request_imagine(self, begin: Callable[[Any, np.ndarray, int], Generator[int, None, Any]], done: Done) -> None:
-        """Run ``begin(live session, its last frame, frames queued)``'s generator one micro-step at a
-        time between live chunks (see the class docstring); ``done`` gets its return value, or the
-        exception that ended it."""
+    def request_imagine(self, begin: Callable[[Any, np.ndarray, int], Generator[None, None, Any]], done: Done) -> None:
+        """Run the pieces of ``begin(live session, its last frame, frames queued)`` between live chunks
+        (see the class docstring); ``done`` gets their return value, or the exception that ended them."""
         self._submit(self._imagines, _Imagine(begin, done))
 
     def _submit(self, queue: collections.deque, request: Any) -> None:
@@ -370,24 +381,33 @@ class FramePipeline:
 
     # -- inference thread ----------------------------------------------------------------------------
     def _live_due(self) -> bool:
-        return not self._paused and len(self._queue) <= self.frames_per_chunk
+        return not self._paused and len(self._queue) <= self._lead_frames()
 
-    def _imagine_times(self) -> tuple[float, float, float]:
-        """Seconds of the last live chunk, of the last imagine micro-step (the live chunk's before the
-        first) and of a frame period."""
-        chunk_s = self._records[-1].latency_s if self._records else 0.0
-        step_s = chunk_s if self._imagine_step_s is None else self._imagine_step_s
-        return chunk_s, step_s, self._period_ns() / 1e9
+    def _chunk_s(self) -> float:
+        """Longest compute time of the recent chunks (0 before the first)."""
+        recent = itertools.islice(reversed(self._records), LEAD_WINDOW)
+        return max((record.latency_s for record in recent), default=0.0)
 
-    def _imagine_fits(self) -> bool:
-        # After the micro-step the next live chunk still has to finish before the queue runs out.
-        chunk_s, step_s, period_s = self._imagine_times()
-        return self._paused or step_s + chunk_s + period_s <= len(self._queue) * period_s
+    def _lead_frames(self) -> int:
+        """Frames still queued when the next chunk is planned (see the module docstring)."""
+        if not self._records:
+            return self.frames_per_chunk
+        period_s = self._period_ns() / 1e9
+        return min(self.frames_per_chunk, math.ceil(LEAD_MARGIN * self._chunk_s() / period_s))
+
+    def _imagine_fits(self, queued: int | None = None) -> bool:
+        """An imagine piece started with ``queued`` frames (default: the queue now) leaves the next live
+        chunk the lead it plans with."""
+        chunk_s = self._chunk_s()
+        piece_s = max(self._piece_s, default=chunk_s)
+        queued = len(self._queue) if queued is None else queued
+        return self._paused or piece_s + LEAD_MARGIN * chunk_s <= queued * self._period_ns() / 1e9
 
     def _imagine_never_fits(self) -> bool:
-        # The queue is fullest right after a live chunk: 2F frames less those published meanwhile.
-        chunk_s, step_s, period_s = self._imagine_times()
-        return step_s + 2 * chunk_s + period_s > 2 * self.frames_per_chunk * period_s
+        # The queue is fullest right after a live chunk: the lead plus a chunk, less what went out meanwhile.
+        period_s = self._period_ns() / 1e9
+        fullest = self._lead_frames() + self.frames_per_chunk - math.ceil(self._chunk_s() / period_s)
+        return not self._imagine_fits(fullest)
 
     def _next_work(self) -> Callable[[], None] | None:
         if self._restarts:
@@ -453,7 +473,7 @@ class FramePipeline:
         except Exception as err:  # the request fails; the live rollout is not touched
             self._finish_imagine(request, err)
         else:
-            self._imagine_step_s = time.perf_counter() - start
+            self._piece_s.append(time.perf_counter() - start)
         self._imagine_turn = False
 
     def _finish_imagine(self, request: _Imagine, result: Any) -> None:
@@ -482,6 +502,7 @@ class FramePipeline:
             self._imagine_turn = True
             self.last_error = ""
             self._cond.notify_all()
+        self._on_chunk(record)
 
 
 class ImagineRequestError(ValueError):

@@ -62,6 +62,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -83,6 +84,7 @@ from astra_ros import demo_model_path, node_params
 from astra_ros.action_conversion import COMMAND_TOPICS, ActionConversionError, msg_to_action
 from astra_ros.frame_pipeline import (
     ActionChannel,
+    ChunkRecord,
     FramePipeline,
     ImagineRequestError,
     LatestWins,
@@ -149,6 +151,7 @@ class WorldModelNode(Node):
             self._plan,
             self._sampler_settings,
             self._on_chunk_error,
+            self._on_chunk,
         )
         self._topic_loggers: dict[str, RcutilsLogger] = {}
         self._first_frame_logged = False
@@ -271,10 +274,13 @@ class WorldModelNode(Node):
         self.rejected = dict.fromkeys([*topics, "seed_image"], 0)
 
     def _make_services(self) -> None:
-        self.create_service(Reset, "~/reset", self._on_reset)
+        # Reset and imagine wait for the inference thread in coroutines. A coroutine keeps its callback group
+        # busy until it returns, so they must not share the default group of the timers and subscriptions.
+        waiting = ReentrantCallbackGroup()
+        self.create_service(Reset, "~/reset", self._on_reset, callback_group=waiting)
         self.create_service(Trigger, "~/pause", functools.partial(self._on_pause, True))
         self.create_service(Trigger, "~/resume", functools.partial(self._on_pause, False))
-        self.create_service(Imagine, "~/imagine", self._on_imagine)
+        self.create_service(Imagine, "~/imagine", self._on_imagine, callback_group=waiting)
 
     def _make_timers(self) -> None:
         # Steady clock: with use_sim_time the ROS clock would follow the /clock this very timer drives.
@@ -511,7 +517,7 @@ class WorldModelNode(Node):
 
     def _imagine(
         self, actions: dict[str, np.ndarray], last_only: bool, session: Any, current: np.ndarray, queued: int
-    ) -> Generator[int, None, tuple[np.ndarray, np.ndarray, int]]:
+    ) -> Generator[None, None, tuple[np.ndarray, np.ndarray, int]]:
         """Runs on the inference thread: the candidates' rollouts from the live state, the frame they
         continue from, and the model time of their first frame (after the frames already queued)."""
         first_stamp = self.clock.now_ns() + (queued + 1) * self._period_ns()
@@ -598,6 +604,14 @@ class WorldModelNode(Node):
             message=message,
             hardware_id=str(self.checkpoint),
             values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
+        )
+
+    def _on_chunk(self, record: ChunkRecord) -> None:
+        # The frame numbers count every frame published since start-up: a subscriber that got them all
+        # can tell which frames each command reached (bench/node_latency.py does).
+        self.get_logger().debug(
+            f"chunk {record.step} planned at {record.planned_ns} ns: frames from {record.first_frame}, "
+            f"computed in {record.latency_s * 1e3:.0f} ms"
         )
 
     def _on_chunk_error(self, err: Exception) -> None:

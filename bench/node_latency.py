@@ -1,19 +1,27 @@
-"""Action-to-frame latency and sustained frame rate of the world-model node, on this machine's CPU.
+"""The world-model node under real use: every world, commands at 10 Hz from another process.
 
-Runs the node in process (the shipped demo model if installed, else a tiny-preset model built on the
-fly; the output says which) with a probe node on a private ROS domain, in one run:
+The node runs as its own process (the shipped demo model unless `--checkpoint` names another), and
+this process is its client: it publishes each world's commands at `--command-rate`, receives every
+frame over reliable QoS and calls the node's services, as a user's nodes would. Per world, after a
+`~/reset` that names no world (the first command picks it), it reports in one run:
 
-1. Latency from an action message to the first published frame computed with it. Each trial waits
-   a random fraction of a chunk (so actions land at random points of the chunk cycle), publishes a
-   distinctive Twist at t0, and reads the stamp the node gave it on acceptance (the twist channel's
-   newest stamp, in model time). The first chunk planned at or after that model time is the first
-   that samples the command; the node's chunk records give its first frame's number, and the probe,
-   which receives every frame over reliable QoS, gives that frame's arrival time t1. Latency is
-   t1 - t0, compared with the window the pipeline design implies, (F+1)/fps to (2F+1)/fps for F
-   frames per chunk, mean (1.5F+1)/fps.
-2. The sustained published frame rate, counted at the probe over a window, against frame_rate.
+- the sustained published rate against the configured `frame_rate`, over `--seconds`;
+- chunk compute time, read from the node's debug log (one line per chunk);
+- command-to-frame latency, median and 95th percentile: from a command's publication to the arrival
+  of the first frame of the first chunk planned after it. The debug log says when each chunk was
+  planned (in ROS time, the clock both processes share) and which frame number it starts with; this
+  client counts every frame since start-up, so it knows when that frame arrived;
+- the published rate during an 8-candidate, one-chunk `~/imagine` call, and the call's duration;
+- the node's peak RSS.
 
-    .venv/bin/python bench/node_latency.py [--frame-rate 10] [--trials 20] [--out bench/results/node_latency.json]
+`--architectures new old` runs the node as shipped (`python -m astra_ros.world_model_node`:
+SingleThreadedExecutor, inference thread) and the same node class under the 6-thread
+`MultiThreadedExecutor` that `main` used before, one after the other in the same run.
+`--soak-seconds S` instead runs the shipped node in the mobile world for S seconds with an
+`~/imagine` call every `--imagine-every` seconds and samples its RSS, to show whether memory stays flat.
+
+    .venv/bin/python bench/node_latency.py --seconds 300
+    .venv/bin/python bench/node_latency.py --soak-seconds 900 --out bench/results/node_soak.json
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ import argparse
 import json
 import os
 import platform
-import random
+import re
+import signal
 import statistics
-import tempfile
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -32,186 +42,363 @@ from typing import Any
 
 import numpy as np
 import rclpy
-import torch
-from geometry_msgs.msg import Twist
-from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from astra_msgs.msg import ActionCandidate, ActionSequence
+from astra_msgs.srv import Imagine, Reset
+from geometry_msgs.msg import PoseStamped, Twist
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 
-from astra_model import AstraConfig, AstraWorldModel
-from astra_model.worlds import guidance_scale_of
+from astra_model.checkpoint import read_config
+from astra_model.config import AstraConfig
 from astra_ros import demo_model_path
-from astra_ros.world_model_node import WorldModelNode
+from astra_ros.action_conversion import COMMAND_TOPICS, action_to_msg
+from astra_ros.envs import make_env
 
+REPO = Path(__file__).resolve().parents[1]
+WORLDS = {"mobile": "twist", "arm": "joints", "camera": "camera_pose"}
+MSG_TYPES = {"twist": Twist, "joints": JointState, "camera_pose": PoseStamped}
+CHUNK_LINE = re.compile(r"chunk (\d+) planned at (\d+) ns: frames from (\d+), computed in (\d+) ms")
 TIMEOUT_S = 120.0
+EXTRA = os.environ.get("NODE_EXTRA", "").split()
+
+
+class Client(Node):
+    """Publishes commands, receives every frame and calls services, from this process."""
+
+    def __init__(self) -> None:
+        super().__init__("node_latency_client")
+        self.arrivals: list[float] = []  # wall time of each frame since the node started
+        self.create_subscription(Image, "image", lambda _: self.arrivals.append(time.time()), QoSProfile(depth=1000))
+        self.publishers_ = {m: self.create_publisher(t, COMMAND_TOPICS[m], 10) for m, t in MSG_TYPES.items()}
+        self.sent: list[float] = []  # wall time of each command published
+
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = TIMEOUT_S) -> Any:
+        client = self.create_client(srv_type, f"/world_model_node/{name}")
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} not available")
+            done = threading.Event()
+            future = client.call_async(request)
+            future.add_done_callback(lambda _: done.set())
+            if not done.wait(timeout):
+                raise TimeoutError(f"service {name} did not answer")
+            return future.result()
+        finally:
+            self.destroy_client(client)
+
+
+class Commander:
+    """Publishes one world's commands (the world's own command generator) at a steady rate in a thread."""
+
+    def __init__(self, client: Client, world: str, rate: float, joint_names: list[str], seconds: float) -> None:
+        self.client, self.modality, self.period = client, WORLDS[world], 1.0 / rate
+        with make_env(world, seed=77_000) as env:
+            self.commands = env.sample_actions(int(seconds * rate) + 100, np.random.default_rng(0))
+        self.joint_names = joint_names
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        for k, command in enumerate(self.commands):
+            if self._stop.wait(max(0.0, start + k * self.period - time.monotonic())):
+                return
+            msg = action_to_msg(self.modality, command, MSG_TYPES[self.modality], joint_names=self.joint_names)
+            now = time.time_ns()
+            if hasattr(msg, "header"):
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(now, 1_000_000_000)
+            self.client.publishers_[self.modality].publish(msg)
+            self.client.sent.append(now / 1e9)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class NodeProcess:
+    """The node under test in its own process; its debug log gives one line per chunk."""
+
+    def __init__(self, architecture: str, checkpoint: Path, env: dict[str, str]) -> None:
+        params = ["-p", f"checkpoint:={checkpoint}", "-p", "image_qos:=reliable", *EXTRA]
+        ros_args = ["--ros-args", *params, "--log-level", "world_model_node:=debug"]
+        entry = ["-m", "astra_ros.world_model_node"] if architecture == "new" else [__file__, "--serve-old"]
+        self.process = subprocess.Popen(
+            [sys.executable, *entry, *ros_args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+        )
+        self.chunks: list[tuple[int, int, float]] = []  # (planned ROS ns, first frame, compute s)
+        self.log: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in iter(self.process.stderr.readline, ""):
+            match = CHUNK_LINE.search(line)
+            if match:
+                self.chunks.append((int(match[2]), int(match[3]), int(match[4]) / 1e3))
+            else:
+                self.log.append(line)
+
+    def rss_mb(self, field: str = "VmRSS") -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(rf"{field}:\s+(\d+) kB", status)[1]) / 1024
+
+    def stop(self) -> dict[str, Any]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGINT)
+        code = self.process.wait(timeout=60)
+        self._reader.join(5)
+        text = "".join(self.log)
+        noise = [w for w in ("Traceback", "never retrieved", "Destroyable", "context is invalid") if w in text]
+        return {"exit_code": code, "exit_s": time.monotonic() - started, "shutdown_noise": noise}
 
 
 def wait_for(predicate, timeout: float = TIMEOUT_S) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
-        if value is not None and value is not False:
+        if value:
             return value
-        time.sleep(0.001)
+        time.sleep(0.01)
     raise TimeoutError("the node stopped making progress")
 
 
-class Probe(Node):
-    """Publishes Twist commands and timestamps every frame it receives, in order."""
+def rate_between(arrivals: list[float], start: float, end: float) -> float:
+    window = [t for t in arrivals if start <= t <= end]
+    return (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 else 0.0
 
-    def __init__(self, context: Context) -> None:
-        super().__init__("latency_probe", context=context)
-        self.arrivals: list[float] = []
-        self.cmd_vel = self.create_publisher(Twist, "cmd_vel", 10)
-        self.create_subscription(
-            Image, "image", lambda _: self.arrivals.append(time.monotonic()), QoSProfile(depth=1000)
+
+def latencies(sent: list[float], chunks: list[tuple[int, int, float]], arrivals: list[float]) -> list[float]:
+    """Per command: seconds from its publication to the arrival of the first frame of the first chunk
+    planned after it."""
+    out = []
+    for t in sent:
+        chunk = next((c for c in chunks if c[0] / 1e9 >= t), None)
+        if chunk is not None and chunk[1] < len(arrivals):
+            out.append(arrivals[chunk[1]] - t)
+    return out
+
+
+def candidates(world: str, count: int, frames: int) -> list[ActionCandidate]:
+    with make_env(world, seed=78_000) as env:
+        rng = np.random.default_rng(1)
+        plans = [env.sample_actions(frames, rng) for _ in range(count)]
+    modality = WORLDS[world]
+    return [
+        ActionCandidate(
+            sequences=[
+                ActionSequence(modality=modality, num_frames=frames, dim=plan.shape[1], data=plan.ravel().tolist())
+            ]
         )
+        for plan in plans
+    ]
 
 
-def model_folder(tmp: Path, size: int) -> tuple[Path, str]:
-    if demo_model_path().is_dir():
-        return demo_model_path(), "demo model"
-    torch.manual_seed(0)
-    model = AstraWorldModel(AstraConfig.preset("tiny")).eval()
-    model.seed_frame = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
-    model.save_pretrained(tmp)
-    return tmp, f"tiny preset built on the fly (no demo model at {demo_model_path()})"
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "p95": float(np.percentile(values, 95)), "count": len(values)}
 
 
-def measure_latency(node: WorldModelNode, probe: Probe, trials: int) -> list[float]:
-    chunk_s = node.pipeline.frames_per_chunk / node.get_parameter("frame_rate").value
-    channel = node.channels["twist"]
-    latencies = []
-    for trial in range(trials):
-        time.sleep(random.uniform(0.0, chunk_s))
-        before = channel.last_stamp_ns
-        msg = Twist()
-        msg.linear.x = 0.1 + 0.01 * trial  # distinctive per trial
-        t0 = time.monotonic()
-        probe.cmd_vel.publish(msg)
-        accepted = wait_for(lambda b=before: channel.last_stamp_ns if channel.last_stamp_ns != b else None)
-        record = wait_for(
-            lambda a=accepted: next((r for r in node.pipeline.chunk_records() if r.planned_ns >= a), None)
-        )
-        wait_for(lambda r=record: len(probe.arrivals) > r.first_frame)
-        latencies.append(probe.arrivals[record.first_frame] - t0)
-    return latencies
+def run_world(client: Client, node: NodeProcess, world: str, args, config: AstraConfig) -> dict[str, Any]:
+    frames_per_chunk = config.frames_per_chunk
+    reset = client.call(Reset, "reset", Reset.Request(seed=-1))
+    assert reset.success, reset.message
+    sent_before, chunks_before = len(client.sent), len(node.chunks)
+    commander = Commander(client, world, args.command_rate, config.action_labels.get("joints", []), args.seconds + 60)
+    time.sleep(args.warmup)
+    start = time.time()
+    time.sleep(args.seconds)
+    end = time.time()
+    # An imagine call while the commands keep flowing.
+    request = Imagine.Request(
+        candidates=candidates(world, args.imagine_candidates, frames_per_chunk),
+        return_mode=Imagine.Request.RETURN_LAST_FRAME,
+    )
+    called = time.time()
+    response = client.call(Imagine, "imagine", request)
+    answered = time.time()
+    time.sleep(1.0)
+    commander.stop()
+    time.sleep(2 * frames_per_chunk / args.frame_rate)  # the last chunks' frames arrive
+    chunks = node.chunks[chunks_before:]
+    in_window = [c for c in chunks if start <= c[0] / 1e9 <= end]
+    sent = [t for t in client.sent[sent_before:] if start <= t <= end - 2]
+    lat = latencies(sent, chunks, client.arrivals)
+    compute = [c[2] for c in in_window]
+    rate = rate_between(client.arrivals, start, end)
+    imagine_rate = rate_between(client.arrivals, called, answered)
+    result = {
+        "published_rate_fps": rate,
+        "published_over_configured": rate / args.frame_rate,
+        "chunk_compute_s": summary(compute),
+        "latency_s": summary(lat),
+        "latency_bound_s": frames_per_chunk / args.frame_rate + statistics.median(compute),
+        "imagine": {
+            "candidates": args.imagine_candidates,
+            "success": response.success,
+            "message": response.message,
+            "duration_s": answered - called,
+            "published_rate_fps": imagine_rate,
+            "published_over_configured": imagine_rate / args.frame_rate,
+        },
+    }
+    print(
+        f"  {world:7s} rate {rate:.2f} fps ({rate / args.frame_rate:.3f}), chunk {statistics.median(compute):.3f} s "
+        f"(p95 {result['chunk_compute_s']['p95']:.3f}), latency median {result['latency_s']['median']:.3f} s "
+        f"p95 {result['latency_s']['p95']:.3f} (bound {result['latency_bound_s']:.3f}); imagine "
+        f"{answered - called:.1f} s at {imagine_rate:.2f} fps ({response.message})",
+        flush=True,
+    )
+    return result
 
 
-def measure_rate(probe: Probe, seconds: float) -> float:
-    start = len(probe.arrivals)
-    time.sleep(seconds)
-    window = probe.arrivals[start:]
-    return (len(window) - 1) / (window[-1] - window[0])
+def start_node(client: Client, architecture: str, checkpoint: Path, env: dict[str, str]) -> NodeProcess:
+    node = NodeProcess(architecture, checkpoint, env)
+    wait_for(lambda: len(client.arrivals) >= 2 or node.process.poll() is not None)
+    if node.process.poll() is not None:
+        raise RuntimeError("the node exited at start-up:\n" + "".join(node.log))
+    return node
+
+
+def run_architecture(architecture: str, args, env: dict[str, str], config: AstraConfig) -> dict[str, Any]:
+    print(f"{architecture} architecture:", flush=True)
+    client = Client()
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    node = start_node(client, architecture, args.checkpoint, env)
+    try:
+        worlds = {world: run_world(client, node, world, args, config) for world in args.worlds}
+        peak = node.rss_mb("VmHWM")
+    finally:
+        shutdown = node.stop()
+        executor.shutdown()
+        client.destroy_node()
+    print(f"  peak RSS {peak:.0f} MB; SIGINT: exit {shutdown['exit_code']} in {shutdown['exit_s']:.1f} s", flush=True)
+    return {"worlds": worlds, "peak_rss_mb": peak, "shutdown": shutdown}
+
+
+def soak(args, env: dict[str, str], config: AstraConfig) -> dict[str, Any]:
+    client = Client()
+    executor = SingleThreadedExecutor()
+    executor.add_node(client)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    node = start_node(client, "new", args.checkpoint, env)
+    request = Imagine.Request(
+        candidates=candidates("mobile", args.imagine_candidates, config.frames_per_chunk),
+        return_mode=Imagine.Request.RETURN_LAST_FRAME,
+    )
+    commander = Commander(client, "mobile", args.command_rate, [], args.soak_seconds + 60)
+    samples, start, next_imagine = [], time.monotonic(), time.monotonic() + args.imagine_every
+    try:
+        while (elapsed := time.monotonic() - start) < args.soak_seconds:
+            if time.monotonic() >= next_imagine:
+                assert client.call(Imagine, "imagine", request).success
+                next_imagine += args.imagine_every
+            samples.append((elapsed, node.rss_mb()))
+            time.sleep(5.0)
+        peak = node.rss_mb("VmHWM")
+    finally:
+        commander.stop()
+        shutdown = node.stop()
+        executor.shutdown()
+        client.destroy_node()
+    times, rss = np.array(samples).T
+    settled = times >= 60.0  # after the first imagine calls have sized the allocator
+    slope = float(np.polyfit(times[settled] / 60, rss[settled], 1)[0])
+    result = {
+        "seconds": args.soak_seconds,
+        "imagine_every_s": args.imagine_every,
+        "imagine_calls": int(args.soak_seconds // args.imagine_every),
+        "rss_mb": {"first": rss[settled][0], "last": rss[-1], "max": rss.max(), "peak_hwm": peak},
+        "rss_slope_mb_per_min_after_60s": slope,
+        "samples": samples,
+        "shutdown": shutdown,
+    }
+    print(
+        f"soak {args.soak_seconds:.0f} s: RSS {rss[settled][0]:.0f} -> {rss[-1]:.0f} MB (max {rss.max():.0f}), "
+        f"slope {slope:+.2f} MB/min after the first minute",
+        flush=True,
+    )
+    return result
+
+
+def serve_old() -> None:
+    """The node class under the executor `main` used before: MultiThreadedExecutor(6), rclpy's signals."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    from astra_ros.world_model_node import WorldModelNode
+
+    rclpy.init(args=sys.argv)
+    node = WorldModelNode()
+    executor = MultiThreadedExecutor(num_threads=6)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except Exception:  # SIGINT shuts the context down under the executor
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frame-rate", type=float, default=10.0)
-    parser.add_argument("--trials", type=int, default=20)
-    parser.add_argument("--rate-seconds", type=float, default=10.0)
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the node (0: torch default)")
-    parser.add_argument("--size", type=int, default=64, help="frame size of the tiny model's seed frame")
-    parser.add_argument("--out", default="bench/results/node_latency.json")
+    parser.add_argument("--checkpoint", type=Path, default=demo_model_path())
+    parser.add_argument("--worlds", nargs="+", choices=list(WORLDS), default=list(WORLDS))
+    parser.add_argument("--architectures", nargs="+", choices=["new", "old"], default=["new", "old"])
+    parser.add_argument("--seconds", type=float, default=300.0, help="measured seconds per world")
+    parser.add_argument("--warmup", type=float, default=5.0, help="seconds after each reset before measuring")
+    parser.add_argument("--command-rate", type=float, default=10.0)
+    parser.add_argument("--frame-rate", type=float, default=10.0, help="the node's frame_rate (its default)")
+    parser.add_argument("--imagine-candidates", type=int, default=8)
+    parser.add_argument("--soak-seconds", type=float, default=0.0)
+    parser.add_argument("--imagine-every", type=float, default=30.0)
+    parser.add_argument("--out", type=Path, default=REPO / "bench/results/node_latency.json")
     args = parser.parse_args()
-    random.seed(0)
 
-    tmp = Path(tempfile.mkdtemp(prefix="astra-node-bench-"))
-    folder, which = model_folder(tmp, args.size)
-    overrides = {"checkpoint": str(folder), "frame_rate": args.frame_rate, "num_threads": args.threads}
-    overrides |= {"image_qos": "reliable"}  # every frame must arrive for frame numbers to line up
-    if args.steps is not None:
-        overrides["denoising_steps"] = args.steps
-    if args.guidance is not None:
-        overrides["guidance_scale"] = args.guidance
-
-    context = Context()
-    rclpy.init(context=context, domain_id=101 + os.getpid() % 120)
-    executor = MultiThreadedExecutor(num_threads=8, context=context)
-    probe = Probe(context)  # subscribed before the node publishes its first frame
-    node = WorldModelNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()])
-    for each in (probe, node):
-        executor.add_node(each)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        frames_per_chunk = node.pipeline.frames_per_chunk
-        wait_for(lambda: len(probe.arrivals) >= 2 * frames_per_chunk)  # past start-up
-        latencies = measure_latency(node, probe, args.trials)
-        rate = measure_rate(probe, args.rate_seconds)
-        complete = node.pipeline.frames_out - len(probe.arrivals) <= 1  # one may be in flight
-        chunk_latencies = [record.latency_s for record in node.pipeline.chunk_records()]
-        settings = node._sampler_settings()
-        steps, guidance = settings["steps"], settings["guidance_scale"]
-        if guidance is None:  # the model's scale for the world the probe's twists command
-            guidance = guidance_scale_of({"twist": None}, node.model.config)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        probe.destroy_node()
-        rclpy.try_shutdown(context=context)
-
-    period = 1.0 / args.frame_rate
-    window = ((frames_per_chunk + 1) * period, (2 * frames_per_chunk + 1) * period)
-    expected_mean = (1.5 * frames_per_chunk + 1) * period
-    result = {
-        "model": which,
-        "checkpoint": str(folder),
-        "frame_size": list(node.frame_size),
-        "frames_per_chunk": frames_per_chunk,
+    domain = str(101 + os.getpid() % 100)
+    os.environ["ROS_DOMAIN_ID"] = domain
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    rclpy.init()
+    config = read_config(args.checkpoint)
+    result: dict[str, Any] = {
+        "checkpoint": str(args.checkpoint),
         "frame_rate": args.frame_rate,
-        "denoising_steps": steps,
-        "guidance_scale": guidance,
-        "torch_threads": torch.get_num_threads(),
+        "command_rate": args.command_rate,
+        "frames_per_chunk": config.frames_per_chunk,
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0],
-        "chunk_compute_s_median": statistics.median(chunk_latencies),
-        "chunk_compute_s_max": max(chunk_latencies),
-        "chunk_duration_s": frames_per_chunk * period,
-        "all_frames_received": complete,
-        "latency_trials": len(latencies),
-        "latency_s": {
-            "mean": statistics.mean(latencies),
-            "median": statistics.median(latencies),
-            "min": min(latencies),
-            "max": max(latencies),
-            "all": latencies,
-        },
-        "latency_design_window_s": list(window),
-        "latency_mean_over_design_mean": statistics.mean(latencies) / expected_mean,
-        "published_rate_fps": rate,
-        "published_over_configured_rate": rate / args.frame_rate,
+        "load_average_1min_at_start": os.getloadavg()[0],
     }
-    print(f"{which}: {node.frame_size[0]}x{node.frame_size[1]} frames, {frames_per_chunk} frames/chunk,")
-    print(f"  {steps} steps, guidance {guidance}, {args.threads} torch threads")
-    print(
-        f"chunk compute: median {result['chunk_compute_s_median']:.3f} s, max {result['chunk_compute_s_max']:.3f} s "
-        f"(a chunk lasts {frames_per_chunk * period:.3f} s at {args.frame_rate} fps)"
-    )
-    print(
-        f"action -> first frame: mean {result['latency_s']['mean']:.3f} s, median {result['latency_s']['median']:.3f}, "
-        f"min {result['latency_s']['min']:.3f}, max {result['latency_s']['max']:.3f} over {len(latencies)} trials"
-    )
-    print(
-        f"  design window {window[0]:.3f}-{window[1]:.3f} s (mean {expected_mean:.3f}); "
-        f"measured/design mean = {result['latency_mean_over_design_mean']:.2f}"
-    )
-    print(
-        f"published rate: {rate:.2f} fps of {args.frame_rate} configured "
-        f"= {result['published_over_configured_rate']:.3f}"
-    )
-    if not complete:
-        print("warning: the probe missed frames; latencies may be off by the missed count")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    try:
+        if args.soak_seconds:
+            result["soak"] = soak(args, env, config)
+        else:
+            result["seconds_per_world"] = args.seconds
+            result["architectures"] = {a: run_architecture(a, args, env, config) for a in args.architectures}
+            if {"new", "old"} <= set(args.architectures):
+                result["new_over_old_rate"] = {
+                    world: result["architectures"]["new"]["worlds"][world]["published_rate_fps"]
+                    / max(result["architectures"]["old"]["worlds"][world]["published_rate_fps"], 1e-9)
+                    for world in args.worlds
+                }
+                print(
+                    "published rate new/old: "
+                    + ", ".join(f"{w} {r:.2f}" for w, r in result["new_over_old_rate"].items())
+                )
+    finally:
+        rclpy.try_shutdown()
+    result["load_average_1min_at_end"] = os.getloadavg()[0]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    if "--serve-old" in sys.argv:
+        serve_old()
+    else:
+        main()
