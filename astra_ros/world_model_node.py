@@ -156,6 +156,7 @@ class WorldModelNode(Node):
         self._topic_loggers: dict[str, RcutilsLogger] = {}
         self._first_frame_logged = False
         self._answering = 0  # service calls waiting for the inference thread
+        self._superseded_logged: dict[str, int] = {}
         self._make_publishers()
         self._make_subscriptions()
         self._make_services()
@@ -372,7 +373,7 @@ class WorldModelNode(Node):
 
     def _reject(self, topic: str, reason: str) -> None:
         self.rejected[topic] += 1
-        self._topic_logger(topic).warn(f"message ignored: {reason}", throttle_duration_sec=WARN_THROTTLE_S)
+        self._topic_logger(topic).warning(f"message ignored: {reason}", throttle_duration_sec=WARN_THROTTLE_S)
 
     def _topic_logger(self, topic: str) -> RcutilsLogger:
         # rclpy throttles per logger and call site: one child logger per topic keeps one noisy topic
@@ -570,6 +571,18 @@ class WorldModelNode(Node):
         status.checkpoint = str(self.checkpoint)
         self._status_pub.publish(status)
         self._diag_pub.publish(DiagnosticArray(header=status.header, status=[self._diagnostic(status)]))
+        self._log_bursts()
+
+    def _log_bursts(self) -> None:
+        for topic, gate in self.gates.items():
+            count = gate.superseded - self._superseded_logged.get(topic, 0)
+            if count:
+                self._superseded_logged[topic] = gate.superseded
+                self._topic_logger(topic).warning(
+                    f"burst: {count} messages came faster than max_command_rate "
+                    f"({self._param('max_command_rate'):g}/s) and were superseded by newer ones",
+                    throttle_duration_sec=WARN_THROTTLE_S,
+                )
 
     def _diagnostic(self, status: RolloutStatus) -> DiagnosticStatus:
         level, message = DiagnosticStatus.OK, "paused" if status.paused else "running"
@@ -632,7 +645,7 @@ class WorldModelNode(Node):
         if pipeline is not None:
             longest = max((record.latency_s for record in pipeline.chunk_records()), default=0.0)
             if not pipeline.stop(timeout_s=5.0 + 2 * longest):
-                self.get_logger().warn("the inference thread is still busy; leaving it behind")
+                self.get_logger().warning("the inference thread is still busy; leaving it behind")
 
     def destroy_node(self) -> None:
         self._stop_pipeline()

@@ -17,7 +17,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from astra_model import AstraConfig, AstraWorldModel
-from astra_ros import bag_eval
+from astra_ros import bag_eval, datagen
 from astra_ros.bag_eval import EvalError, EvalOptions, main, plan_rollouts, resolve_action_topics
 from astra_ros.bags import Episode
 
@@ -372,7 +372,7 @@ def test_default_action_topics_are_found_in_the_bag(tmp_path: Path) -> None:
     bag = tmp_path / "defaults"
     with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         writer.add_connection("/cmd_vel", "geometry_msgs/msg/Twist", typestore=TS)
-        writer.add_connection("/joint_commands", "std_msgs/msg/String", typestore=TS)  # wrong type: ignored
+        writer.add_connection("/joint_command", "std_msgs/msg/String", typestore=TS)  # wrong type: ignored
     options = EvalOptions(bag, tmp_path / "out")
     assert resolve_action_topics(options, AstraConfig.preset("tiny")) == {"twist": "/cmd_vel"}
     config = AstraConfig.preset("tiny").replace(modalities={"twist": 6}, action_labels={})
@@ -384,14 +384,23 @@ def test_action_topics_of_two_worlds_are_refused_for_a_model_with_separate_world
     bag = tmp_path / "two_worlds"
     with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
         writer.add_connection("/cmd_vel", "geometry_msgs/msg/Twist", typestore=TS)
-        writer.add_connection("/joint_commands", "sensor_msgs/msg/JointState", typestore=TS)
+        writer.add_connection("/joint_command", "sensor_msgs/msg/JointState", typestore=TS)
     shared = AstraConfig.preset("tiny")
     assert set(resolve_action_topics(EvalOptions(bag, tmp_path / "out"), shared)) == {"twist", "joints"}
     separate = shared.replace(separate_worlds=["joints"])
     with pytest.raises(EvalError, match=r"'joints' runs on its own weights.*pick one world's topics"):
         resolve_action_topics(EvalOptions(bag, tmp_path / "out"), separate)
-    one = EvalOptions(bag, tmp_path / "out", action_topics={"joints": "/joint_commands"})
-    assert resolve_action_topics(one, separate) == {"joints": "/joint_commands"}
+    one = EvalOptions(bag, tmp_path / "out", action_topics={"joints": "/joint_command"})
+    assert resolve_action_topics(one, separate) == {"joints": "/joint_command"}
+
+
+@pytest.mark.parametrize(
+    ("domain", "found"), [("arm", {"joints": "/joint_command"}), ("camera", {"camera_pose": "/camera_pose_cmd"})]
+)
+def test_default_action_topics_find_what_datagen_records(tmp_path: Path, domain: str, found: dict[str, str]) -> None:
+    datagen.main(["--domains", domain, "--episodes", "1", "--frames", "2", "--out", str(tmp_path)])
+    options = EvalOptions(tmp_path / domain / "seed_00000", tmp_path / "out")
+    assert resolve_action_topics(options, AstraConfig.preset("tiny")) == found
 
 
 def test_existing_output_bag_is_not_overwritten(

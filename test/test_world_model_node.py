@@ -298,17 +298,24 @@ def test_bad_input_is_refused_and_the_stream_goes_on(ros: Harness) -> None:
     nan_pose = PoseStamped()
     nan_pose.pose.orientation.w = float("nan")
     now_ns = ros.node.get_clock().now().nanoseconds
+    # Spaced beyond max_command_rate, so that each message is checked rather than superseded by the next.
+    spaced = 2 / ros.node.get_parameter("max_command_rate").value
     probe.cmd_vel.publish(nan_twist)
     probe.pose.publish(nan_pose)
-    probe.joints.publish(joint_state(["joint1", "joint2", "joint3"]))  # wrong count
-    probe.joints.publish(joint_state(["joint1", "joint2", "joint3", "elbow"]))  # unknown name
-    probe.joints.publish(joint_state(["joint1", "joint2", "joint3", "joint4"], stamp_ns=now_ns))
-    probe.joints.publish(joint_state(["joint1", "joint2", "joint3", "joint4"], stamp_ns=now_ns - 10**9))  # older
+    for msg in (
+        joint_state(["joint1", "joint2", "joint3"]),  # wrong count
+        joint_state(["joint1", "joint2", "joint3", "elbow"]),  # unknown name
+        joint_state(["joint1", "joint2", "joint3", "joint4"], stamp_ns=now_ns),
+        joint_state(["joint1", "joint2", "joint3", "joint4"], stamp_ns=now_ns - 10**9),  # older
+    ):
+        probe.joints.publish(msg)
+        time.sleep(spaced)
     for encoding in ("mono16", "yuv422"):
         probe.seed.publish(rgb_image(encoding=encoding))
         time.sleep(0.05)  # best-effort images: do not outrun the subscriber's queue
     probe.seed.publish(rgb_image(size=16))  # wrong size
-    for i in range(500):
+    time.sleep(spaced)
+    for i in range(500):  # a burst: the newest waits, the ones it replaces are counted
         probe.cmd_vel.publish(twist(x=0.001 * i))
     after_bad_input = time.monotonic()
 
@@ -322,6 +329,7 @@ def test_bad_input_is_refused_and_the_stream_goes_on(ros: Harness) -> None:
         ),
         what="every bad message refused",
     )
+    wait_for(lambda: int(diagnostic_values(ros).get("superseded cmd_vel", 0)) > 0, what="the burst counted")
     wait_for(lambda: len(probe.frames_since(after_bad_input)) >= 20, what="frames after the bad input")
     assert ros.node.pipeline.last_error == ""
 
