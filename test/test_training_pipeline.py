@@ -185,7 +185,7 @@ def test_stage_yaml_base_supplies_what_the_file_leaves_out_mappings_merged(tmp_p
     assert cfg.data.train == ["t"]
 
 
-@pytest.mark.parametrize("name", ["parting_prob", "motion_weight", "warp_weight", "field_render_weight", "pair_weight"])
+@pytest.mark.parametrize("name", ["parting_prob", "field_render_weight", "pair_weight"])
 def test_stage_settings_are_one_number_or_one_per_modality(tmp_path, name):
     (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
     assert TrainConfig.load(tmp_path / "s.yaml").for_modality(name, "twist") == 0.0  # off by default
@@ -194,15 +194,19 @@ def test_stage_settings_are_one_number_or_one_per_modality(tmp_path, name):
     assert (per.for_modality(name, "joints"), per.for_modality(name, "twist")) == (10.0, 0.0)
 
 
-def test_world_weight_is_one_number_or_one_per_world_and_never_negative(tmp_path):
+@pytest.mark.parametrize(("name", "off"), [("family_weight", 0.0), ("world_weight", 1.0), ("timestep_shift", None)])
+def test_removed_settings_load_when_off_and_are_an_error_otherwise(tmp_path, name, off):
     (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
-    assert TrainConfig.load(tmp_path / "s.yaml").for_modality("world_weight", "twist") == 1.0
-    per = TrainConfig.load(tmp_path / "s.yaml", {"world_weight": {"joints": 2.5}})
-    assert (per.for_modality("world_weight", "joints"), per.for_modality("world_weight", "twist")) == (2.5, 1.0)
-    assert TrainConfig.load(tmp_path / "s.yaml", {"world_weight": {}}).for_modality("world_weight", "twist") == 1.0
-    for bad in (-1.0, 0.0, {"joints": -0.5}):
-        with pytest.raises(ValueError, match="world_weight must be >= 0 and not all 0"):
-            TrainConfig.load(tmp_path / "s.yaml", {"world_weight": bad})
+    assert not hasattr(TrainConfig.load(tmp_path / "s.yaml", {name: off}), name)
+    with pytest.raises(ValueError, match=f"{name} was removed from training"):
+        TrainConfig.load(tmp_path / "s.yaml", {name: 2.0})
+
+
+def test_removed_per_modality_settings_are_off_when_every_modality_is(tmp_path):
+    (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\nmotion_weight: 0.0\n")
+    TrainConfig.load(tmp_path / "s.yaml", {"warp_weight": {"joints": 0.0}})
+    with pytest.raises(ValueError, match=r"warp_weight was removed .* got \{'joints': 10\}"):
+        TrainConfig.load(tmp_path / "s.yaml", {"warp_weight": {"joints": 10}})
 
 
 def test_stage_yaml_base_loop_is_an_error(tmp_path):
@@ -357,7 +361,7 @@ def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backb
 def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone_dir, tmp_path):
     args = ["--domains", "mobile", "--episodes", "1", "--frames", "21", "--image-size", "32", "--branches", "2"]
     datagen([*args, "--seed", "900", "--out", str(tmp_path / "branched")])
-    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), parting_prob=1.0, family_weight=1.0)
+    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), parting_prob=1.0)
     cfg.data.train = cfg.data.val = [str(tmp_path / "branched/*/seed_*")]
     stage = _stage(cfg)
     # Stage 3 standardises the commands with statistics of its own training data.
@@ -370,34 +374,16 @@ def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone
             expert.weight.normal_()
     assert stage.evaluate()["parting_gap/twist"] != 0.0
 
-    def family_term() -> float:
-        return stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["family"].item()
+    def pair_term() -> float:
+        # Only a family batch has a pair term: > 0 where its futures differ.
+        return stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["pair"].item()
 
-    assert family_term() > 0  # every batch starts at the parting, where the futures differ
+    assert pair_term() > 0  # every batch starts at the parting, where the futures differ
     cfg.parting_prob = {"twist": 1.0}
-    assert family_term() > 0
+    assert pair_term() > 0
     for off in (0.0, {"joints": 1.0}):
         cfg.parting_prob = off
-        assert family_term() == 0.0
-
-
-def test_stage_three_weighs_each_worlds_loss_by_its_world_weight(recorded, backbone_dir, tmp_path):
-    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
-    stage = _stage(cfg)
-
-    def total(weight) -> float:
-        cfg.world_weight = weight
-        return stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["total"].item()
-
-    worlds = ("camera_pose", "joints", "twist")
-    alone = {w: total({o: float(o == w) for o in worlds}) for w in worlds}
-    assert len(set(alone.values())) == 3
-    assert total(1.0) == pytest.approx(np.mean(list(alone.values())), rel=1e-5)
-    assert total(4.0) == pytest.approx(total(1.0), rel=1e-5)  # only the ratios count
-    weighted = (2.5 * alone["joints"] + alone["twist"] + alone["camera_pose"]) / 4.5
-    assert total({"joints": 2.5}) == pytest.approx(weighted, rel=1e-5)
-    with pytest.raises(ValueError, match="gives every world of the data"):
-        total(dict.fromkeys(worlds, 0.0))
+        assert pair_term() == 0.0
 
 
 def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_path):
