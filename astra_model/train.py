@@ -1,6 +1,8 @@
-"""`astra-train` / `python -m astra_model.train CONFIG.yaml`: train Astra in the paper's stages.
+"""Train Astra in the paper's stages: `train(config, train_episodes, val_episodes)`.
 
-Stages (one YAML config each, see `config/train_*.yaml`):
+A stage's `TrainConfig` is one YAML file (see `config/`); the episodes are `VideoEpisode`s from
+anywhere (`astra-train`, in `astra_ros.train`, reads them from the rosbag2 recordings the config's `data` names).
+Stages:
 
 1. `vae`: train a Wan VAE (`AutoencoderKLWan` config) on the frames; afterwards its latent statistics
    are measured and stored in its config, so latents are normalised for diffusion.
@@ -14,14 +16,13 @@ Stages (one YAML config each, see `config/train_*.yaml`):
    `renderer` (ours): fit only the action fields' renderers (`moae.field_render`) of a stage-3 model to
    draw the chunks of the data from their commands, without the transformer, before stage 3 goes on.
 
-Every stage resumes from its latest checkpoint (`--resume`), shows tqdm progress, logs TensorBoard
+Every stage resumes from its latest checkpoint (`resume=True`), shows tqdm progress, logs TensorBoard
 scalars, writes safetensors checkpoints, evaluates periodically on held-out episodes, uses bf16 autocast
 and gradient checkpointing when a GPU is present, and runs data-parallel under `torchrun` (DDP).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -64,6 +65,9 @@ REMOVED_SETTINGS = {
 
 @dataclass
 class DataConfig:
+    """Where a stage's episodes come from (rosbag2 globs and topics, read by the caller of `train`) and the
+    folder that caches their latents."""
+
     train: list[str]
     val: list[str]
     image_topic: str = "/camera/image_raw"
@@ -553,11 +557,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
+def train(cfg: TrainConfig, train_eps: list[VideoEpisode], val_eps: list[VideoEpisode], resume: bool = False) -> Path:
+    """Run the stage `cfg` on the episodes (`resume`: from the latest checkpoint in `cfg.out_dir`); returns the
+    folder of its final model."""
     rank, world, device = init_distributed()
     torch.manual_seed(cfg.seed + rank)
     out = Path(cfg.out_dir)
-    train_eps, val_eps = _load_episodes(cfg)
     build = {"vae": vae_stage, "decoder": decoder_stage, "renderer": renderer_stage}.get(cfg.stage, world_model_stage)
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -619,30 +624,3 @@ def _log(writer, progress, step: int, cfg: TrainConfig, terms, grad_norm, stage:
             writer.add_scalar(f"eval/{name}", value, step)
             progress.write(f"step {step}: eval {name} = {value:.4f}")
         stage.module.train()
-
-
-def _load_episodes(cfg: TrainConfig) -> tuple[list[VideoEpisode], list[VideoEpisode]]:
-    # Bag reading lives with the ROS tools (rosbags, no rclpy); astra_model itself needs no ROS.
-    from astra_ros.dataset import load_bag_episodes
-
-    d = cfg.data
-    return (
-        load_bag_episodes(d.train, d.image_topic, d.action_topics, d.joint_names),
-        load_bag_episodes(d.val, d.image_topic, d.action_topics, d.joint_names),
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=f"Train a stage of Astra ({', '.join(STAGES)}).")
-    parser.add_argument("config", help="stage config YAML (see config/train_*.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override top-level fields")
-    args = parser.parse_args(argv)
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    cfg = TrainConfig.load(args.config, overrides)
-    final = train(cfg, resume=args.resume)
-    print(f"stage {cfg.stage} done: {final}")
-
-
-if __name__ == "__main__":
-    main()

@@ -44,7 +44,7 @@ steps() { scaled "$(field "$1" steps)"; }
 continued() {
   local stop
   stop=$(field "config/$1.yaml" stop_at)
-  $PY -m astra_model.train "config/$1.yaml" --resume \
+  $PY -m astra_ros.train "config/$1.yaml" --resume \
     --set out_dir=$RUN/$2 init_from=$3 warm_start=$4 steps=$(steps "config/$1.yaml") ${stop:+stop_at=$(scaled "$stop")}
 }
 
@@ -61,15 +61,15 @@ continued() {
 [ -d data/branched_more2/arm ] || $PY -m astra_ros.datagen --domains arm --episodes 144 --frames 41 --seed 192 \
   --branches 3 --out data/branched_more2
 
-$PY -m astra_model.train config/train_vae_frames.yaml --resume \
+$PY -m astra_ros.train config/train_vae_frames.yaml --resume \
   --set out_dir=$RUN/vae steps=$(steps config/train_vae_frames.yaml)
-$PY -m astra_model.train config/train_backbone_frames.yaml --resume \
+$PY -m astra_ros.train config/train_backbone_frames.yaml --resume \
   --set out_dir=$RUN/backbone init_from=$RUN/vae/final steps=$(scaled 2000)
 # Run 8's stage 3 first trained 1500 steps of a 1500-step schedule, then resumed on a 3000-step one.
-$PY -m astra_model.train config/train_astra.yaml --resume \
+$PY -m astra_ros.train config/train_astra.yaml --resume \
   --set out_dir=$RUN/astra init_from=$RUN/backbone/final steps=$(scaled 1500)
 mkdir -p $RUN/astra3000 && cp -rn $RUN/astra/checkpoints $RUN/astra3000/
-$PY -m astra_model.train config/train_astra.yaml --resume \
+$PY -m astra_ros.train config/train_astra.yaml --resume \
   --set out_dir=$RUN/astra3000 init_from=$RUN/backbone/final steps=$(scaled 3000) stop_at=$(scaled 2250)
 continued train_astra_local astra_local $RUN/backbone/final \
   $RUN/astra3000/checkpoints/step_$(printf %07d $(scaled 2250))

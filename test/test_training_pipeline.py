@@ -17,7 +17,6 @@ from astra_model.data import LatentClips, VideoEpisode, action_stats, produced_b
 from astra_model.train import (
     RENDERER_PARTS,
     TrainConfig,
-    _load_episodes,
     latest_checkpoint,
     lr_at,
     param_groups,
@@ -29,6 +28,7 @@ from astra_model.train import (
 from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC, branch_frame
 from astra_ros.datagen import main as datagen
 from astra_ros.dataset import load_bag_episodes
+from astra_ros.train import load_episodes
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch"]
 
@@ -222,24 +222,29 @@ def test_shipped_stage_configs_load(path):
     assert cfg.steps > 0 and cfg.data.train and cfg.data.image_topic == IMAGE_TOPIC
 
 
+def _train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """The stage `cfg` trained on the bags its `data` names."""
+    return train(cfg, *load_episodes(cfg.data), resume=resume)
+
+
 MODEL_CFG = {"preset": "tiny", "action_labels": {"joints": JOINTS, "twist": [f"t{i}" for i in range(6)]}}
 
 
 @pytest.fixture(scope="module")
 def vae_dir(recorded, tmp_path_factory):
-    return train(_config(recorded, tmp_path_factory.mktemp("vae"), "vae", vae_clip_frames=5))
+    return _train(_config(recorded, tmp_path_factory.mktemp("vae"), "vae", vae_clip_frames=5))
 
 
 @pytest.fixture(scope="module")
 def backbone_dir(recorded, vae_dir, tmp_path_factory):
     """Stages 1 and 2, trained for two steps each."""
-    return train(
+    return _train(
         _config(recorded, tmp_path_factory.mktemp("backbone"), "backbone", init_from=str(vae_dir), model=MODEL_CFG)
     )
 
 
 def _stage(cfg: TrainConfig):
-    return world_model_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+    return world_model_stage(cfg, *load_episodes(cfg.data), torch.device("cpu"), lambda module: module)
 
 
 def test_backbone_stage_learns_every_domain(recorded, vae_dir, tmp_path):
@@ -253,13 +258,13 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbo
     before = AstraWorldModel.from_pretrained(backbone_dir)
 
     astra_cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
-    train(astra_cfg)
+    _train(astra_cfg)
     astra_cfg.steps = 3
-    final = train(astra_cfg, resume=True)
+    final = _train(astra_cfg, resume=True)
     assert latest_checkpoint(tmp_path / "astra").name == "step_0000003"
 
     astra_cfg.steps, astra_cfg.stop_at = 10, 4  # stop early on a longer schedule, as run 8's chain does
-    train(astra_cfg, resume=True)
+    _train(astra_cfg, resume=True)
     assert latest_checkpoint(tmp_path / "astra").name == "step_0000004"
     assert lr_at(3, astra_cfg) > lr_at(3, TrainConfig(**{**vars(astra_cfg), "steps": 4}))
 
@@ -278,7 +283,7 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbo
 def test_stage_three_warm_starts_from_a_trained_run_and_leaves_new_heads_fresh(
     recorded, vae_dir, backbone_dir, tmp_path
 ):
-    first = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    first = _train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     trained = dict(AstraWorldModel.from_pretrained(first).named_parameters())
     local = {"moae": {"local_motion": True}}
     stage = _stage(_config(recorded, tmp_path, "astra_local", stage="astra", init_from=str(backbone_dir), model=local))
@@ -295,12 +300,12 @@ def test_stage_three_warm_starts_from_a_trained_run_and_leaves_new_heads_fresh(
 
 
 def test_a_separate_world_trained_alone_leaves_the_shared_model_bit_exact(recorded, backbone_dir, tmp_path):
-    base_dir = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    base_dir = _train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     arm_cfg = _config(
         recorded, tmp_path, "arm", domain="arm", stage="astra", init_from=str(base_dir), warm_start=str(base_dir),
         model={"separate_worlds": ["joints"]}, lr=1e-2,
     )  # fmt: skip
-    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(train(arm_cfg))
+    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(_train(arm_cfg))
     trained = dict(after.named_parameters())
     for name, param in base.named_parameters():
         assert torch.equal(trained[name], param), name
@@ -324,18 +329,18 @@ def test_lr_scale_groups_parameters_by_the_first_key_their_name_contains(tmp_pat
 
 
 def test_lr_scale_zero_holds_its_weights_bit_exact_while_the_rest_train(recorded, backbone_dir, tmp_path):
-    base_dir = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    base_dir = _train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     held = _config(
         recorded, tmp_path, "held", stage="astra", init_from=str(base_dir), warm_start=str(base_dir), lr=1e-2,
         lr_scale={"moae.": 0.0},
     )  # fmt: skip
-    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(train(held))
+    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(_train(held))
     trained = dict(after.named_parameters())
     moae = [n for n, _ in base.named_parameters() if n.startswith("moae.")]
     assert moae and all(torch.equal(trained[n], dict(base.named_parameters())[n]) for n in moae)
     assert not torch.equal(after.adapters[0].weight, base.adapters[0].weight)
     held.steps = 3  # the groups come back with the optimizer's state
-    train(held, resume=True)
+    _train(held, resume=True)
     assert latest_checkpoint(tmp_path / "held").name == "step_0000003"
 
 
@@ -365,7 +370,7 @@ def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone
     cfg.data.train = cfg.data.val = [str(tmp_path / "branched/*/seed_*")]
     stage = _stage(cfg)
     # Stage 3 standardises the commands with statistics of its own training data.
-    expected = action_stats(_load_episodes(cfg)[0], stage.module.config)
+    expected = action_stats(load_episodes(cfg.data)[0], stage.module.config)
     assert stage.module.config.action_stats == expected and list(expected) == ["twist"]
     before = stage.evaluate()
     assert before["parting_gap/twist"] == 0.0 and "parting_gap/joints" not in before  # no arm branches
@@ -387,7 +392,7 @@ def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone
 
 
 def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_path):
-    tuned = train(
+    tuned = _train(
         _config(recorded, tmp_path, "vae_long", stage="vae", init_from=str(vae_dir), vae_clip_frames=9, lr=0.0)
     )
     a, b = AutoencoderKLWan.from_pretrained(vae_dir), AutoencoderKLWan.from_pretrained(tuned)
@@ -398,9 +403,9 @@ def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_p
 
 def test_decoder_stage_tunes_only_the_vae_decoder_of_a_world_model_and_resumes(recorded, backbone_dir, tmp_path):
     cfg = _config(recorded, tmp_path, "decoder", init_from=str(backbone_dir), vae_clip_frames=9, lr=1e-2)
-    train(cfg)
+    _train(cfg)
     cfg.steps = 3
-    final = train(cfg, resume=True)
+    final = _train(cfg, resume=True)
     before, after = AstraWorldModel.from_pretrained(backbone_dir), AstraWorldModel.from_pretrained(final)
     decoder = {n for n in before.state_dict() if n.startswith(("vae.decoder.", "vae.post_quant_conv."))}
     saved = load_file(str(tmp_path / "decoder/checkpoints/step_0000003/trainable.safetensors"))
@@ -433,7 +438,7 @@ def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir,
 def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_path, latest):
     model = {"moae": {**RENDERING["moae"], "field_render_latest": latest}}
     cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir), model=model)
-    stage = renderer_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+    stage = renderer_stage(cfg, *load_episodes(cfg.data), torch.device("cpu"), lambda module: module)
     trainable = {n: p for n, p in stage.module.named_parameters() if p.requires_grad}
     assert trainable and all(any(part in n for part in RENDERER_PARTS) for n in trainable)
     assert any(".field.latest." in n for n in trainable) == latest
@@ -446,11 +451,11 @@ def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_pat
     assert all(p.grad.abs().sum() > 0 for p in trainable.values())
     # Trained end to end, nothing but the renderer moves.
     before = AstraWorldModel.from_pretrained(backbone_dir).state_dict()
-    after = AstraWorldModel.from_pretrained(train(cfg)).state_dict()
+    after = AstraWorldModel.from_pretrained(_train(cfg)).state_dict()
     assert all(torch.equal(after[n], t) for n, t in before.items())
 
 
 def test_renderer_stage_needs_a_renderer(recorded, backbone_dir, tmp_path):
     cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir))
     with pytest.raises(ValueError, match=r"stage 'renderer' fits the action field's renderer"):
-        renderer_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+        renderer_stage(cfg, *load_episodes(cfg.data), torch.device("cpu"), lambda module: module)
