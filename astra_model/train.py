@@ -130,19 +130,26 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Read a stage YAML; `overrides` replace its top-level fields."""
-        data = _without_removed_settings({**_read_stage_yaml(Path(path)), **(overrides or {})}, path)
-        data["data"] = DataConfig(**data["data"])
-        cfg = cls(**data)
+        return cls.from_fields({**read_stage_yaml(Path(path)), **(overrides or {})}, str(path))
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any], source: str) -> TrainConfig:
+        """A stage's config from its YAML fields, checked; `source` names them in errors."""
+        fields = _without_removed_settings(fields, source)
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"{source}: unknown fields {unknown}")
+        cfg = cls(**{**fields, "data": DataConfig(**fields["data"])})
         if cfg.stage not in STAGES:
-            raise ValueError(f"{path}: stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+            raise ValueError(f"{source}: stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
         if cfg.ablation is not None and cfg.ablation not in ABLATIONS:
-            raise ValueError(f"{path}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
+            raise ValueError(f"{source}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
         if any(v < 0 for v in cfg.lr_scale.values()):
-            raise ValueError(f"{path}: lr_scale multipliers must be >= 0, got {cfg.lr_scale!r}")
+            raise ValueError(f"{source}: lr_scale multipliers must be >= 0, got {cfg.lr_scale!r}")
         return cfg
 
 
-def _without_removed_settings(data: dict[str, Any], source: str | Path) -> dict[str, Any]:
+def _without_removed_settings(data: dict[str, Any], source: str) -> dict[str, Any]:
     """`data` without the removed settings it names at their off value; one set to anything else is an error."""
     for name, off in REMOVED_SETTINGS.items():
         value = data.get(name, off)
@@ -152,7 +159,7 @@ def _without_removed_settings(data: dict[str, Any], source: str | Path) -> dict[
     return {k: v for k, v in data.items() if k not in REMOVED_SETTINGS}
 
 
-def _read_stage_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def read_stage_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A stage YAML's fields. `base: other.yaml` (relative to the file) supplies every field the file
     leaves out, mappings merged key by key, so a stage that changes one model switch names only it."""
     if path.resolve() in seen:
@@ -161,11 +168,14 @@ def _read_stage_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
-    return _merged(_read_stage_yaml(path.parent / base, (*seen, path.resolve())), data)
+    return merged_fields(read_stage_yaml(path.parent / base, (*seen, path.resolve())), data)
 
 
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    both = {k: _merged(base[k], v) for k, v in over.items() if isinstance(v, dict) and isinstance(base.get(k), dict)}
+def merged_fields(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over`'s fields on top of `base`'s, mappings merged key by key (other values replaced)."""
+    both = {
+        k: merged_fields(base[k], v) for k, v in over.items() if isinstance(v, dict) and isinstance(base.get(k), dict)
+    }
     return {**base, **over, **both}
 
 
