@@ -13,7 +13,9 @@ from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file
 
 from astra_model import AstraWorldModel
+from astra_model.checkpoint import read_config
 from astra_model.data import LatentClips, VideoEpisode, action_stats, produced_by
+from astra_model.recipe import load_recipe, run_recipe
 from astra_model.train import (
     RENDERER_PARTS,
     TrainConfig,
@@ -158,18 +160,24 @@ def test_datagen_refuses_branches_of_episodes_too_short_to_part(tmp_path, capsys
     assert not (tmp_path / "mobile").exists()
 
 
-def _config(recorded, tmp_path, name: str, domain: str = "*", **fields) -> TrainConfig:
-    data = {
+def _data(recorded, tmp_path, domain: str = "*") -> dict:
+    return {
         "train": [str(recorded / f"train/{domain}/seed_*")],
         "val": [str(recorded / f"val/{domain}/seed_*")],
         "action_topics": ACTION_TOPICS,
         "joint_names": JOINTS,
         "cache_dir": str(tmp_path / "cache"),
     }
-    base = {"steps": 2, "batch_size": 2, "log_every": 1, "eval_every": 2, "save_every": 1, "warmup_steps": 1}
+
+
+SHORT = {"steps": 2, "batch_size": 2, "log_every": 1, "eval_every": 2, "save_every": 1, "warmup_steps": 1}
+
+
+def _config(recorded, tmp_path, name: str, domain: str = "*", **fields) -> TrainConfig:
     fields = {"stage": name, **fields}
     path = tmp_path / f"{name}.yaml"
-    path.write_text(json.dumps({"out_dir": str(tmp_path / name), "data": data, **base, **fields}))
+    data = _data(recorded, tmp_path, domain)
+    path.write_text(json.dumps({"out_dir": str(tmp_path / name), "data": data, **SHORT, **fields}))
     return TrainConfig.load(path)
 
 
@@ -216,7 +224,7 @@ def test_stage_yaml_base_loop_is_an_error(tmp_path):
         TrainConfig.load(tmp_path / "a.yaml")
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("config/train_*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("config/stage_*.yaml")), ids=lambda p: p.name)
 def test_shipped_stage_configs_load(path):
     cfg = TrainConfig.load(path)
     assert cfg.steps > 0 and cfg.data.train and cfg.data.image_topic == IMAGE_TOPIC
@@ -389,6 +397,30 @@ def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone
     for off in (0.0, {"joints": 1.0}):
         cfg.parting_prob = off
         assert pair_term() == 0.0
+
+
+def test_a_recipe_runs_its_steps_in_order_resumed_and_writes_their_final_config(
+    recorded, backbone_dir, tmp_path, capsys
+):
+    stage = {"stage": "astra", "out_dir": "x", "data": _data(recorded, tmp_path), **SHORT}
+    (tmp_path / "stage.yaml").write_text(json.dumps(stage))
+    chain = [
+        {"config": "stage.yaml", "out_dir": "short", "init_from": str(backbone_dir)},
+        {"config": "stage.yaml", "out_dir": "long", "init_from": str(backbone_dir), "resume_from": "short", "steps": 3,
+         "final_config": {"sampler": {"guidance_scale": 1.25}}},
+    ]  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(json.dumps({"chain": chain}))
+    run = tmp_path / "run"
+    final = run_recipe(load_recipe(tmp_path / "recipe.yaml", run), load_episodes)
+    assert final == run / "long/final"
+    # The long step continued the short one on its own schedule: its two checkpoints, then a third step.
+    assert f"resumed from {run / 'long/checkpoints/step_0000002'} at step 2" in capsys.readouterr().out
+    assert [p.name for p in sorted((run / "long/checkpoints").iterdir())] == [f"step_000000{n}" for n in (1, 2, 3)]
+    step_two = "checkpoints/step_0000002/trainable.safetensors"
+    source, copy = (load_file(str(run / folder / step_two)) for folder in ("short", "long"))
+    assert source.keys() == copy.keys() and all(torch.equal(source[n], copy[n]) for n in source)
+    assert read_config(final).sampler.guidance_scale == 1.25
+    assert read_config(run / "short/final").sampler == read_config(backbone_dir).sampler
 
 
 def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_path):
