@@ -1,10 +1,12 @@
-"""Training recipes (`astra_model.recipe`): the demo recipe resolves to the stage runs that trained the shipped
-model (test/fixtures/demo_recipe_steps.json, resolved from the stage configs the model was trained with)."""
+"""Training recipes (`astra_model.recipe`, run by `astra-train --recipe`): the demo recipe resolves to the
+stage runs that trained the shipped model (test/fixtures/demo_recipe_steps.json, resolved from the stage configs
+the model was trained with)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 
 from astra_model.recipe import load_recipe, scaled
 from astra_model.train import REMOVED_SETTINGS
+from astra_ros.train import main as train_cli
 
 ROOT = Path(__file__).parents[1]
 RECIPE = ROOT / "config" / "demo_recipe.yaml"
@@ -74,3 +77,19 @@ def test_recipe_errors_name_the_step_and_what_is_wrong(tmp_path):
     assert load("chain: [{config: stage.yaml, out_dir: a, init_from: /models/demo}]\n")[0].config.init_from == (
         "/models/demo"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "give a stage config or --recipe, one of them"),
+        (["config/stage_vae.yaml", "--recipe", str(RECIPE)], "give a stage config or --recipe, one of them"),
+        (["--recipe", str(RECIPE), "--set", "lr=1"], "--set and --resume are for one stage"),
+        (["--recipe", str(RECIPE), "--steps-scale", "0"], "--steps-scale must be > 0"),
+        (["config/stage_vae.yaml", "--set", "lr"], r"--set takes KEY=VALUE, got \['lr'\]"),
+    ],
+)
+def test_astra_train_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        train_cli(argv)
+    assert re.search(message, capsys.readouterr().err)
