@@ -26,13 +26,13 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "astra-rollout = astra_model.rollout_cli:main",
+            "astra-rollout = astra_ros.rollout_cli:main",
             "astra-world-model = astra_ros.world_model_node:main",
             "world_model_node = astra_ros.world_model_node:main",
             "astra-eval = astra_ros.bag_eval:main",
             "astra-bag-play = astra_ros.bag_play:main",
             "astra-datagen = astra_ros.datagen:main",
-            "astra-train = astra_model.train:main",
+            "astra-train = astra_ros.train:main",
         ],
     },
 )

@@ -1,6 +1,8 @@
-"""`astra-train` / `python -m astra_model.train CONFIG.yaml`: train Astra in the paper's stages.
+"""Train Astra in the paper's stages: `train(config, train_episodes, val_episodes)`.
 
-Stages (one YAML config each, see `config/train_*.yaml`):
+A stage's `TrainConfig` is one YAML file (see `config/`); the episodes are `VideoEpisode`s from
+anywhere (`astra-train`, in `astra_ros.train`, reads them from the rosbag2 recordings the config's `data` names).
+Stages:
 
 1. `vae`: train a Wan VAE (`AutoencoderKLWan` config) on the frames; afterwards its latent statistics
    are measured and stored in its config, so latents are normalised for diffusion.
@@ -14,14 +16,13 @@ Stages (one YAML config each, see `config/train_*.yaml`):
    `renderer` (ours): fit only the action fields' renderers (`moae.field_render`) of a stage-3 model to
    draw the chunks of the data from their commands, without the transformer, before stage 3 goes on.
 
-Every stage resumes from its latest checkpoint (`--resume`), shows tqdm progress, logs TensorBoard
+Every stage resumes from its latest checkpoint (`resume=True`), shows tqdm progress, logs TensorBoard
 scalars, writes safetensors checkpoints, evaluates periodically on held-out episodes, uses bf16 autocast
 and gradient checkpointing when a GPU is present, and runs data-parallel under `torchrun` (DDP).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -51,10 +52,22 @@ ABLATIONS = ("no_noise_aug", "no_afg", "shared_expert")
 STAGES = ("vae", "decoder", "backbone", "astra", "renderer")
 # What the `renderer` stage fits: the renderers and what they read of the latest history frame.
 RENDERER_PARTS = ("field.renderer.", "field.latest.")
+# Stage settings that are gone (no recipe used them), each with the value that left it off: a YAML may still
+# name one at that value.
+REMOVED_SETTINGS = {
+    "family_weight": 0.0,
+    "motion_weight": 0.0,
+    "warp_weight": 0.0,
+    "world_weight": 1.0,
+    "timestep_shift": None,
+}
 
 
 @dataclass
 class DataConfig:
+    """Where a stage's episodes come from (rosbag2 globs and topics, read by the caller of `train`) and the
+    folder that caches their latents."""
+
     train: list[str]
     val: list[str]
     image_topic: str = "/camera/image_raw"
@@ -92,22 +105,10 @@ class TrainConfig:
     # Stage 3, each one number for every modality or a mapping modality -> value (0 for those it leaves
     # out): the share of batches that start where a family of counterfactual branches parts (see data.py),
     parting_prob: float | dict[str, float] = 0.0
-    # the weight of the error where the latents change (see training.py; 0 is the paper's plain loss),
-    motion_weight: float | dict[str, float] = 0.0
-    # the weight of the warp term on the motion heads,
-    warp_weight: float | dict[str, float] = 0.0
     # the weight of the render term on the action field (a model with `moae.field_render`),
     field_render_weight: float | dict[str, float] = 0.0
     # and the weight of the pair term on family batches (see training.py; 0 is the paper's plain loss).
     pair_weight: float | dict[str, float] = 0.0
-    # Weight of the family term on family batches (see training.py; 0 is the paper's plain flow matching).
-    family_weight: float = 0.0
-    # Stage 3, each world's share of the loss, relative (a mapping leaves the worlds it omits at the default 1):
-    # a world whose frames change little (the arm) gives the shared weights a smaller gradient than the others.
-    world_weight: float | dict[str, float] = 1.0
-    # Stage 3, the timestep shift of the training sigmas (None: the sampler's). A few-step sampler reads the
-    # model only at high noise (3 steps at shift 3: sigma 1.0 and 0.75), where a larger shift trains it more.
-    timestep_shift: float | None = None
     # Learning-rate multipliers by parameter name: each trainable parameter takes the value of the first key its
     # name contains (1 where none does), e.g. `{pose_warp.: 10}` to fit a new input's embedding faster than
     # the world that reads it, or `{worlds.camera_pose.: 0}` to hold a world still while it does.
@@ -119,9 +120,8 @@ class TrainConfig:
         return min(self.steps, self.stop_at or self.steps)
 
     def for_modality(self, name: str, modality: str) -> float:
-        """Setting `name` (`parting_prob`, `motion_weight`, `warp_weight`, `field_render_weight`, `pair_weight`
-        or `world_weight`) in `modality`'s batches; a mapping gives the modalities it leaves out the setting's
-        default."""
+        """Setting `name` (`parting_prob`, `field_render_weight` or `pair_weight`) in `modality`'s batches; a
+        mapping gives the modalities it leaves out the setting's default."""
         weight = getattr(self, name)
         if isinstance(weight, dict):
             return float(weight.get(modality, self.__dataclass_fields__[name].default))
@@ -130,22 +130,36 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """Read a stage YAML; `overrides` replace its top-level fields."""
-        data = {**_read_stage_yaml(Path(path)), **(overrides or {})}
-        data["data"] = DataConfig(**data["data"])
-        cfg = cls(**data)
+        return cls.from_fields({**read_stage_yaml(Path(path)), **(overrides or {})}, str(path))
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any], source: str) -> TrainConfig:
+        """A stage's config from its YAML fields, checked; `source` names them in errors."""
+        fields = _without_removed_settings(fields, source)
+        unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"{source}: unknown fields {unknown}")
+        cfg = cls(**{**fields, "data": DataConfig(**fields["data"])})
         if cfg.stage not in STAGES:
-            raise ValueError(f"{path}: stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
+            raise ValueError(f"{source}: stage must be one of {', '.join(STAGES)}, got {cfg.stage!r}")
         if cfg.ablation is not None and cfg.ablation not in ABLATIONS:
-            raise ValueError(f"{path}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
-        weights = cfg.world_weight.values() if isinstance(cfg.world_weight, dict) else [cfg.world_weight]
-        if any(w < 0 for w in weights) or (not isinstance(cfg.world_weight, dict) and cfg.world_weight == 0):
-            raise ValueError(f"{path}: world_weight must be >= 0 and not all 0, got {cfg.world_weight!r}")
+            raise ValueError(f"{source}: ablation must be one of {ABLATIONS}, got {cfg.ablation!r}")
         if any(v < 0 for v in cfg.lr_scale.values()):
-            raise ValueError(f"{path}: lr_scale multipliers must be >= 0, got {cfg.lr_scale!r}")
+            raise ValueError(f"{source}: lr_scale multipliers must be >= 0, got {cfg.lr_scale!r}")
         return cfg
 
 
-def _read_stage_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _without_removed_settings(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """`data` without the removed settings it names at their off value; one set to anything else is an error."""
+    for name, off in REMOVED_SETTINGS.items():
+        value = data.get(name, off)
+        # A per-modality mapping is off when every modality it names is.
+        if any(v != off for v in (value.values() if isinstance(value, dict) else [value])):
+            raise ValueError(f"{source}: {name} was removed from training; leave it out (or at {off!r}), got {value!r}")
+    return {k: v for k, v in data.items() if k not in REMOVED_SETTINGS}
+
+
+def read_stage_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A stage YAML's fields. `base: other.yaml` (relative to the file) supplies every field the file
     leaves out, mappings merged key by key, so a stage that changes one model switch names only it."""
     if path.resolve() in seen:
@@ -154,11 +168,14 @@ def _read_stage_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = data.pop("base", None)
     if base is None:
         return data
-    return _merged(_read_stage_yaml(path.parent / base, (*seen, path.resolve())), data)
+    return merged_fields(read_stage_yaml(path.parent / base, (*seen, path.resolve())), data)
 
 
-def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    both = {k: _merged(base[k], v) for k, v in over.items() if isinstance(v, dict) and isinstance(base.get(k), dict)}
+def merged_fields(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over`'s fields on top of `base`'s, mappings merged key by key (other values replaced)."""
+    both = {
+        k: merged_fields(base[k], v) for k, v in over.items() if isinstance(v, dict) and isinstance(base.get(k), dict)
+    }
     return {**base, **over, **both}
 
 
@@ -415,32 +432,16 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
             noise_augmentation=use_aug and not evaluating,
             action_dropout=not evaluating,
             forward=net,
-            # Evaluation is never a family batch, so it has neither the family term nor motion weights.
+            # Evaluation is never a family batch, so it has no pair term.
             family=batch.family and not evaluating,
-            family_weight=cfg.family_weight,
-            motion_weight=cfg.for_modality("motion_weight", modality),
-            warp_weight=0.0 if evaluating else cfg.for_modality("warp_weight", modality),
             field_render_weight=0.0 if evaluating else cfg.for_modality("field_render_weight", modality),
             pair_weight=cfg.for_modality("pair_weight", modality),
-            # Validation stays at the sampler's shift, so runs trained at any shift compare.
-            shift=None if evaluating else cfg.timestep_shift,
         )
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
         terms = [batch_loss(clips, m, rng, gen, parting=cfg.for_modality("parting_prob", m)) for m in modalities]
-        weights = [cfg.for_modality("world_weight", m) for m in modalities]
-        if sum(weights) == 0:
-            raise ValueError(f"world_weight {cfg.world_weight!r} gives every world of the data ({modalities}) 0")
-        return {
-            # Normalised by the weights, so that equal weights are the plain mean and the learning rate keeps its scale.
-            "total": sum(w * t.total for w, t in zip(weights, terms, strict=True)) / sum(weights),
-            "flow": sum(t.flow for t in terms) / len(terms),
-            "load_balance": sum(t.load_balance for t in terms) / len(terms),
-            "family": sum(t.family for t in terms) / len(terms),
-            "warp": sum(t.warp for t in terms) / len(terms),
-            "render": sum(t.render for t in terms) / len(terms),
-            "pair": sum(t.pair for t in terms) / len(terms),
-        }
+        names = ("total", "flow", "load_balance", "render", "pair")
+        return {name: sum(getattr(t, name) for t in terms) / len(terms) for name in names}
 
     @torch.no_grad()
     def evaluate() -> dict[str, float]:
@@ -566,11 +567,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
+def train(cfg: TrainConfig, train_eps: list[VideoEpisode], val_eps: list[VideoEpisode], resume: bool = False) -> Path:
+    """Run the stage `cfg` on the episodes (`resume`: from the latest checkpoint in `cfg.out_dir`); returns the
+    folder of its final model."""
     rank, world, device = init_distributed()
     torch.manual_seed(cfg.seed + rank)
     out = Path(cfg.out_dir)
-    train_eps, val_eps = _load_episodes(cfg)
     build = {"vae": vae_stage, "decoder": decoder_stage, "renderer": renderer_stage}.get(cfg.stage, world_model_stage)
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -632,30 +634,3 @@ def _log(writer, progress, step: int, cfg: TrainConfig, terms, grad_norm, stage:
             writer.add_scalar(f"eval/{name}", value, step)
             progress.write(f"step {step}: eval {name} = {value:.4f}")
         stage.module.train()
-
-
-def _load_episodes(cfg: TrainConfig) -> tuple[list[VideoEpisode], list[VideoEpisode]]:
-    # Bag reading lives with the ROS tools (rosbags, no rclpy); astra_model itself needs no ROS.
-    from astra_ros.dataset import load_bag_episodes
-
-    d = cfg.data
-    return (
-        load_bag_episodes(d.train, d.image_topic, d.action_topics, d.joint_names),
-        load_bag_episodes(d.val, d.image_topic, d.action_topics, d.joint_names),
-    )
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=f"Train a stage of Astra ({', '.join(STAGES)}).")
-    parser.add_argument("config", help="stage config YAML (see config/train_*.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in out_dir")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override top-level fields")
-    args = parser.parse_args(argv)
-    overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    cfg = TrainConfig.load(args.config, overrides)
-    final = train(cfg, resume=args.resume)
-    print(f"stage {cfg.stage} done: {final}")
-
-
-if __name__ == "__main__":
-    main()

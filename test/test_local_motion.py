@@ -1,17 +1,15 @@
 """The local motion head: an exact no-op at start, then per-token shifts read from the latest history frame.
-Also the other per-token heads of the action path (`moae.content_gate`, `moae.action_field`), and the warp
-term that supervises the motion heads directly (`warp_weight`)."""
+Also the other per-token heads of the action path (`moae.content_gate`, `moae.action_field`)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import added_term, randomise_action_path, tiny_config, trained
+from conftest import randomise_action_path, tiny_config, trained
 
 from astra_model import AstraWorldModel
 from astra_model.local_motion import LocalMotion
 from astra_model.moae import MixtureOfActionExperts, Routed
-from astra_model.training import warp_error
 
 
 @pytest.mark.parametrize(
@@ -86,33 +84,3 @@ def test_the_content_gate_scales_each_tokens_embedding_by_what_the_token_holds()
         p.requires_grad
         for p in AstraWorldModel(tiny_config(moae={"content_gate": True})).moae.content_gates.parameters()
     )
-
-
-def _frames_from_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    """`[B, F, 4C, rows, cols]` tokens -> `[B, C, F, 2 rows, 2 cols]` latents (a token is 2x2 latent pixels)."""
-    return torch.nn.functional.pixel_shuffle(tokens, 2).transpose(1, 2)
-
-
-def test_warp_error_reads_the_latest_frame_where_the_offsets_point():
-    latest = torch.randn(1, 16, 8, 8)  # 4 x 4 tokens of 64 values
-    tokens = torch.nn.functional.pixel_unshuffle(latest, 2)
-    below = tokens[:, :, [1, 2, 3, 3]]  # each token shows the one a row below it (the last row clamps)
-    halfway = (tokens + tokens[:, :, :, [1, 2, 3, 3]]) / 2  # half a token to the right, bilinear
-    target = _frames_from_tokens(torch.stack([tokens, below, halfway], dim=1))
-    offsets = torch.zeros(1, 3, 16, 3)
-    offsets[:, 1, :, 1] = 1.0
-    offsets[:, 2, :, 2] = 0.5
-    assert warp_error(latest, target, offsets.flatten(1, 2)).item() == pytest.approx(0.0, abs=1e-10)
-    # Unmoved, it is the error of copying the latest frame.
-    copied = (target - latest[:, :, None]).square().mean()
-    assert warp_error(latest, target, torch.zeros(1, 48, 3)).item() == pytest.approx(copied.item(), rel=1e-5)
-    assert warp_error(latest, target, offsets.flatten(1, 2), torch.tensor([False])) == 0  # actions dropped
-
-
-def test_the_warp_term_is_added_with_its_weight_and_trains_the_motion_heads():
-    model, warp = added_term({"motion": True, "local_motion": True}, "warp_weight", "warp")
-    assert warp > 0
-    warp.backward()
-    assert model.moae.local_motion.net[-1].weight.grad.abs().sum() > 0  # zero-initialised, yet it learns
-    assert model.moae.motion.weight.grad.abs().sum() > 0
-    assert added_term({}, "warp_weight", "warp")[1] == 0  # no motion head

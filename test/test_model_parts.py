@@ -14,7 +14,7 @@ from astra_model.history import slot_layout
 from astra_model.moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
 from astra_model.rope import grid_positions, moved, rotary_embedding
 from astra_model.sampler import sample_chunk
-from astra_model.training import flow_matching_loss, motion_weights, noise_augment_history, pair_error, shift_sigma
+from astra_model.training import flow_matching_loss, noise_augment_history, pair_error, shift_sigma
 
 
 def test_config_json_round_trip_and_validation():
@@ -202,35 +202,6 @@ def test_noise_augmentation_touches_only_one_x_slots():
     assert changed == [True, False, False, False, False, False, False, True]
     never = noise_augment_history(hist, type(cfg)(prob=0.0), layout)
     assert torch.equal(never.latents, hist.latents)
-    one = History.from_latents(torch.randn(1, 16, 8, 4, 4).expand(3, -1, -1, -1, -1))
-    shared = noise_augment_history(one, type(cfg)(prob=1.0, sigma_min=0.5, sigma_max=0.5), layout, shared=True)
-    assert torch.equal(shared.latents, shared.latents[:1].expand_as(shared.latents))  # one draw for all
-    assert not torch.equal(shared.latents, one.latents)
-
-
-def test_family_term_is_the_spread_of_residuals_that_only_commands_explain():
-    model = AstraWorldModel(tiny_config())
-    with torch.no_grad():
-        for expert in model.moae.experts[0]:
-            expert.weight.normal_()  # commands change the prediction
-    history = History.from_latents(torch.randn(1, 16, 3, 8, 8).expand(4, -1, -1, -1, -1))
-    target = torch.randn(1, 16, 2, 8, 8).expand(4, -1, -1, -1, -1)
-    same = {"twist": torch.randn(1, 8, 6).expand(4, -1, -1)}
-
-    def terms(actions, weight):
-        gen = torch.Generator().manual_seed(0)
-        return flow_matching_loss(
-            model, target, history, actions, gen, action_dropout=False, family=True, family_weight=weight
-        )
-
-    lb = model.config.moae.load_balance_weight
-    # One history, one future, one command: with shared noise the samples are the same, so no spread.
-    alike = terms(same, 2.0)
-    assert alike.family == 0 and torch.allclose(alike.total, alike.flow + lb * alike.load_balance)
-    apart = terms({"twist": torch.randn(4, 8, 6)}, 2.0)
-    assert apart.family > 0
-    assert torch.allclose(apart.total, apart.flow + lb * apart.load_balance + 2.0 * apart.family)
-    assert terms(same, 0.0).family == 0  # off: plain flow matching
 
 
 def test_pair_error_is_the_part_of_each_error_that_points_towards_another_future():
@@ -277,8 +248,7 @@ def test_pair_term_is_added_in_family_batches_only():
     torch.testing.assert_close(terms(3.0, family=False).total, terms(0.0, family=False).total)
 
 
-@pytest.mark.parametrize("shift", [None, 8.0])
-def test_flow_matching_draws_its_sigmas_at_the_training_shift(shift):
+def test_flow_matching_draws_its_sigmas_at_the_samplers_shift():
     model = AstraWorldModel(tiny_config()).eval()
     seen = []
 
@@ -289,43 +259,11 @@ def test_flow_matching_draws_its_sigmas_at_the_training_shift(shift):
 
     history = History.from_latents(torch.randn(2, 16, 3, 8, 8))
     flow_matching_loss(
-        model, torch.randn(2, 16, 2, 8, 8), history, None, torch.Generator().manual_seed(3), forward=Spy(), shift=shift
+        model, torch.randn(2, 16, 2, 8, 8), history, None, torch.Generator().manual_seed(3), forward=Spy()
     )
     drawn = torch.rand(2, generator=torch.Generator().manual_seed(3))  # the loss's first draw is its sigmas
-    want = shift_sigma(drawn, model.config.sampler.shift if shift is None else shift)
-    assert model.config.sampler.shift != 8.0
+    want = shift_sigma(drawn, model.config.sampler.shift)
     torch.testing.assert_close(seen[0], want * 1000)
-
-
-def test_motion_weights_are_one_map_per_family_favouring_what_changed():
-    history = History.from_latents(torch.zeros(2, 16, 3, 4, 4))
-    target = torch.zeros(2, 16, 2, 4, 4)
-    target[0, :, :, 1, 2] = 1.0  # in one future one position changes at the chunk's first frame, then holds
-    weights = motion_weights(target, history, strength=3.0)
-    assert weights.shape == (2, 1, 2, 4, 4)
-    assert torch.equal(weights[0], weights[1])  # one map: it cannot favour either future's values
-    assert weights.mean().item() == pytest.approx(1.0)
-    # Future 0: c = 1 at one of 32 positions, so mean(c) = 1/32: (1 + 3 * 32) / 4 there, 1/4 elsewhere.
-    # Future 1 changes nowhere: uniform weights 1. The family's map is their mean.
-    assert weights[0, 0, 0, 1, 2] == pytest.approx((97 / 4 + 1) / 2)
-    assert weights[0, 0, 1, 1, 2] == pytest.approx((1 / 4 + 1) / 2)
-
-
-def test_motion_weighted_loss_keeps_the_plain_flow_and_weights_only_family_batches():
-    model = AstraWorldModel(tiny_config())
-    history = History.from_latents(torch.randn(1, 16, 3, 8, 8).expand(2, -1, -1, -1, -1))
-    target, actions = torch.randn(2, 16, 2, 8, 8), {"twist": torch.randn(2, 8, 6)}
-
-    def terms(weight, family=True):
-        gen = torch.Generator().manual_seed(0)
-        return flow_matching_loss(model, target, history, actions, gen, family=family, motion_weight=weight)
-
-    plain, weighted = terms(0.0), terms(4.0)
-    lb = model.config.moae.load_balance_weight
-    assert torch.equal(plain.flow, weighted.flow)  # the logged flow stays comparable across runs
-    assert torch.allclose(plain.total, plain.flow + lb * plain.load_balance)
-    assert not torch.allclose(weighted.total, plain.total)
-    assert torch.equal(terms(4.0, family=False).total, terms(0.0, family=False).total)
 
 
 def test_training_loss_trains_only_astra_parts():

@@ -287,7 +287,7 @@ def test_bad_seed_frames_are_refused():
 def test_rollout_cli_writes_video_and_strip_from_the_models_seed_frame(tmp_path, seed_frames):
     import imageio.v3 as iio
 
-    from astra_model.rollout_cli import main
+    from astra_ros.rollout_cli import main
 
     model = _model()
     model.seed_frame = seed_frames[0]

@@ -13,11 +13,12 @@ from diffusers import AutoencoderKLWan
 from safetensors.torch import load_file
 
 from astra_model import AstraWorldModel
+from astra_model.checkpoint import read_config
 from astra_model.data import LatentClips, VideoEpisode, action_stats, produced_by
+from astra_model.recipe import load_recipe, run_recipe
 from astra_model.train import (
     RENDERER_PARTS,
     TrainConfig,
-    _load_episodes,
     latest_checkpoint,
     lr_at,
     param_groups,
@@ -29,6 +30,7 @@ from astra_model.train import (
 from astra_ros.datagen import ACTION_TOPICS, IMAGE_TOPIC, branch_frame
 from astra_ros.datagen import main as datagen
 from astra_ros.dataset import load_bag_episodes
+from astra_ros.train import load_episodes
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch"]
 
@@ -158,18 +160,24 @@ def test_datagen_refuses_branches_of_episodes_too_short_to_part(tmp_path, capsys
     assert not (tmp_path / "mobile").exists()
 
 
-def _config(recorded, tmp_path, name: str, domain: str = "*", **fields) -> TrainConfig:
-    data = {
+def _data(recorded, tmp_path, domain: str = "*") -> dict:
+    return {
         "train": [str(recorded / f"train/{domain}/seed_*")],
         "val": [str(recorded / f"val/{domain}/seed_*")],
         "action_topics": ACTION_TOPICS,
         "joint_names": JOINTS,
         "cache_dir": str(tmp_path / "cache"),
     }
-    base = {"steps": 2, "batch_size": 2, "log_every": 1, "eval_every": 2, "save_every": 1, "warmup_steps": 1}
+
+
+SHORT = {"steps": 2, "batch_size": 2, "log_every": 1, "eval_every": 2, "save_every": 1, "warmup_steps": 1}
+
+
+def _config(recorded, tmp_path, name: str, domain: str = "*", **fields) -> TrainConfig:
     fields = {"stage": name, **fields}
     path = tmp_path / f"{name}.yaml"
-    path.write_text(json.dumps({"out_dir": str(tmp_path / name), "data": data, **base, **fields}))
+    data = _data(recorded, tmp_path, domain)
+    path.write_text(json.dumps({"out_dir": str(tmp_path / name), "data": data, **SHORT, **fields}))
     return TrainConfig.load(path)
 
 
@@ -185,7 +193,7 @@ def test_stage_yaml_base_supplies_what_the_file_leaves_out_mappings_merged(tmp_p
     assert cfg.data.train == ["t"]
 
 
-@pytest.mark.parametrize("name", ["parting_prob", "motion_weight", "warp_weight", "field_render_weight", "pair_weight"])
+@pytest.mark.parametrize("name", ["parting_prob", "field_render_weight", "pair_weight"])
 def test_stage_settings_are_one_number_or_one_per_modality(tmp_path, name):
     (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
     assert TrainConfig.load(tmp_path / "s.yaml").for_modality(name, "twist") == 0.0  # off by default
@@ -194,15 +202,19 @@ def test_stage_settings_are_one_number_or_one_per_modality(tmp_path, name):
     assert (per.for_modality(name, "joints"), per.for_modality(name, "twist")) == (10.0, 0.0)
 
 
-def test_world_weight_is_one_number_or_one_per_world_and_never_negative(tmp_path):
+@pytest.mark.parametrize(("name", "off"), [("family_weight", 0.0), ("world_weight", 1.0), ("timestep_shift", None)])
+def test_removed_settings_load_when_off_and_are_an_error_otherwise(tmp_path, name, off):
     (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\n")
-    assert TrainConfig.load(tmp_path / "s.yaml").for_modality("world_weight", "twist") == 1.0
-    per = TrainConfig.load(tmp_path / "s.yaml", {"world_weight": {"joints": 2.5}})
-    assert (per.for_modality("world_weight", "joints"), per.for_modality("world_weight", "twist")) == (2.5, 1.0)
-    assert TrainConfig.load(tmp_path / "s.yaml", {"world_weight": {}}).for_modality("world_weight", "twist") == 1.0
-    for bad in (-1.0, 0.0, {"joints": -0.5}):
-        with pytest.raises(ValueError, match="world_weight must be >= 0 and not all 0"):
-            TrainConfig.load(tmp_path / "s.yaml", {"world_weight": bad})
+    assert not hasattr(TrainConfig.load(tmp_path / "s.yaml", {name: off}), name)
+    with pytest.raises(ValueError, match=f"{name} was removed from training"):
+        TrainConfig.load(tmp_path / "s.yaml", {name: 2.0})
+
+
+def test_removed_per_modality_settings_are_off_when_every_modality_is(tmp_path):
+    (tmp_path / "s.yaml").write_text("stage: astra\nout_dir: a\ndata: {train: [t], val: [v]}\nmotion_weight: 0.0\n")
+    TrainConfig.load(tmp_path / "s.yaml", {"warp_weight": {"joints": 0.0}})
+    with pytest.raises(ValueError, match=r"warp_weight was removed .* got \{'joints': 10\}"):
+        TrainConfig.load(tmp_path / "s.yaml", {"warp_weight": {"joints": 10}})
 
 
 def test_stage_yaml_base_loop_is_an_error(tmp_path):
@@ -212,10 +224,15 @@ def test_stage_yaml_base_loop_is_an_error(tmp_path):
         TrainConfig.load(tmp_path / "a.yaml")
 
 
-@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("config/train_*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("config/stage_*.yaml")), ids=lambda p: p.name)
 def test_shipped_stage_configs_load(path):
     cfg = TrainConfig.load(path)
     assert cfg.steps > 0 and cfg.data.train and cfg.data.image_topic == IMAGE_TOPIC
+
+
+def _train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """The stage `cfg` trained on the bags its `data` names."""
+    return train(cfg, *load_episodes(cfg.data), resume=resume)
 
 
 MODEL_CFG = {"preset": "tiny", "action_labels": {"joints": JOINTS, "twist": [f"t{i}" for i in range(6)]}}
@@ -223,19 +240,19 @@ MODEL_CFG = {"preset": "tiny", "action_labels": {"joints": JOINTS, "twist": [f"t
 
 @pytest.fixture(scope="module")
 def vae_dir(recorded, tmp_path_factory):
-    return train(_config(recorded, tmp_path_factory.mktemp("vae"), "vae", vae_clip_frames=5))
+    return _train(_config(recorded, tmp_path_factory.mktemp("vae"), "vae", vae_clip_frames=5))
 
 
 @pytest.fixture(scope="module")
 def backbone_dir(recorded, vae_dir, tmp_path_factory):
     """Stages 1 and 2, trained for two steps each."""
-    return train(
+    return _train(
         _config(recorded, tmp_path_factory.mktemp("backbone"), "backbone", init_from=str(vae_dir), model=MODEL_CFG)
     )
 
 
 def _stage(cfg: TrainConfig):
-    return world_model_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+    return world_model_stage(cfg, *load_episodes(cfg.data), torch.device("cpu"), lambda module: module)
 
 
 def test_backbone_stage_learns_every_domain(recorded, vae_dir, tmp_path):
@@ -249,13 +266,13 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbo
     before = AstraWorldModel.from_pretrained(backbone_dir)
 
     astra_cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
-    train(astra_cfg)
+    _train(astra_cfg)
     astra_cfg.steps = 3
-    final = train(astra_cfg, resume=True)
+    final = _train(astra_cfg, resume=True)
     assert latest_checkpoint(tmp_path / "astra").name == "step_0000003"
 
     astra_cfg.steps, astra_cfg.stop_at = 10, 4  # stop early on a longer schedule, as run 8's chain does
-    train(astra_cfg, resume=True)
+    _train(astra_cfg, resume=True)
     assert latest_checkpoint(tmp_path / "astra").name == "step_0000004"
     assert lr_at(3, astra_cfg) > lr_at(3, TrainConfig(**{**vars(astra_cfg), "steps": 4}))
 
@@ -274,7 +291,7 @@ def test_three_stages_train_resume_and_keep_the_backbone_frozen(recorded, backbo
 def test_stage_three_warm_starts_from_a_trained_run_and_leaves_new_heads_fresh(
     recorded, vae_dir, backbone_dir, tmp_path
 ):
-    first = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    first = _train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     trained = dict(AstraWorldModel.from_pretrained(first).named_parameters())
     local = {"moae": {"local_motion": True}}
     stage = _stage(_config(recorded, tmp_path, "astra_local", stage="astra", init_from=str(backbone_dir), model=local))
@@ -291,12 +308,12 @@ def test_stage_three_warm_starts_from_a_trained_run_and_leaves_new_heads_fresh(
 
 
 def test_a_separate_world_trained_alone_leaves_the_shared_model_bit_exact(recorded, backbone_dir, tmp_path):
-    base_dir = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    base_dir = _train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     arm_cfg = _config(
         recorded, tmp_path, "arm", domain="arm", stage="astra", init_from=str(base_dir), warm_start=str(base_dir),
         model={"separate_worlds": ["joints"]}, lr=1e-2,
     )  # fmt: skip
-    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(train(arm_cfg))
+    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(_train(arm_cfg))
     trained = dict(after.named_parameters())
     for name, param in base.named_parameters():
         assert torch.equal(trained[name], param), name
@@ -320,18 +337,18 @@ def test_lr_scale_groups_parameters_by_the_first_key_their_name_contains(tmp_pat
 
 
 def test_lr_scale_zero_holds_its_weights_bit_exact_while_the_rest_train(recorded, backbone_dir, tmp_path):
-    base_dir = train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
+    base_dir = _train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     held = _config(
         recorded, tmp_path, "held", stage="astra", init_from=str(base_dir), warm_start=str(base_dir), lr=1e-2,
         lr_scale={"moae.": 0.0},
     )  # fmt: skip
-    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(train(held))
+    base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(_train(held))
     trained = dict(after.named_parameters())
     moae = [n for n, _ in base.named_parameters() if n.startswith("moae.")]
     assert moae and all(torch.equal(trained[n], dict(base.named_parameters())[n]) for n in moae)
     assert not torch.equal(after.adapters[0].weight, base.adapters[0].weight)
     held.steps = 3  # the groups come back with the optimizer's state
-    train(held, resume=True)
+    _train(held, resume=True)
     assert latest_checkpoint(tmp_path / "held").name == "step_0000003"
 
 
@@ -357,11 +374,11 @@ def test_action_gap_is_exactly_zero_until_the_action_path_trains(recorded, backb
 def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone_dir, tmp_path):
     args = ["--domains", "mobile", "--episodes", "1", "--frames", "21", "--image-size", "32", "--branches", "2"]
     datagen([*args, "--seed", "900", "--out", str(tmp_path / "branched")])
-    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), parting_prob=1.0, family_weight=1.0)
+    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir), parting_prob=1.0)
     cfg.data.train = cfg.data.val = [str(tmp_path / "branched/*/seed_*")]
     stage = _stage(cfg)
     # Stage 3 standardises the commands with statistics of its own training data.
-    expected = action_stats(_load_episodes(cfg)[0], stage.module.config)
+    expected = action_stats(load_episodes(cfg.data)[0], stage.module.config)
     assert stage.module.config.action_stats == expected and list(expected) == ["twist"]
     before = stage.evaluate()
     assert before["parting_gap/twist"] == 0.0 and "parting_gap/joints" not in before  # no arm branches
@@ -370,38 +387,44 @@ def test_stage_three_scores_and_trains_at_validation_partings(recorded, backbone
             expert.weight.normal_()
     assert stage.evaluate()["parting_gap/twist"] != 0.0
 
-    def family_term() -> float:
-        return stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["family"].item()
+    def pair_term() -> float:
+        # Only a family batch has a pair term: > 0 where its futures differ.
+        return stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["pair"].item()
 
-    assert family_term() > 0  # every batch starts at the parting, where the futures differ
+    assert pair_term() > 0  # every batch starts at the parting, where the futures differ
     cfg.parting_prob = {"twist": 1.0}
-    assert family_term() > 0
+    assert pair_term() > 0
     for off in (0.0, {"joints": 1.0}):
         cfg.parting_prob = off
-        assert family_term() == 0.0
+        assert pair_term() == 0.0
 
 
-def test_stage_three_weighs_each_worlds_loss_by_its_world_weight(recorded, backbone_dir, tmp_path):
-    cfg = _config(recorded, tmp_path, "astra", init_from=str(backbone_dir))
-    stage = _stage(cfg)
-
-    def total(weight) -> float:
-        cfg.world_weight = weight
-        return stage.loss(np.random.default_rng(0), torch.Generator().manual_seed(0))["total"].item()
-
-    worlds = ("camera_pose", "joints", "twist")
-    alone = {w: total({o: float(o == w) for o in worlds}) for w in worlds}
-    assert len(set(alone.values())) == 3
-    assert total(1.0) == pytest.approx(np.mean(list(alone.values())), rel=1e-5)
-    assert total(4.0) == pytest.approx(total(1.0), rel=1e-5)  # only the ratios count
-    weighted = (2.5 * alone["joints"] + alone["twist"] + alone["camera_pose"]) / 4.5
-    assert total({"joints": 2.5}) == pytest.approx(weighted, rel=1e-5)
-    with pytest.raises(ValueError, match="gives every world of the data"):
-        total(dict.fromkeys(worlds, 0.0))
+def test_a_recipe_runs_its_steps_in_order_resumed_and_writes_their_final_config(
+    recorded, backbone_dir, tmp_path, capsys
+):
+    stage = {"stage": "astra", "out_dir": "x", "data": _data(recorded, tmp_path), **SHORT}
+    (tmp_path / "stage.yaml").write_text(json.dumps(stage))
+    chain = [
+        {"config": "stage.yaml", "out_dir": "short", "init_from": str(backbone_dir)},
+        {"config": "stage.yaml", "out_dir": "long", "init_from": str(backbone_dir), "resume_from": "short", "steps": 3,
+         "final_config": {"sampler": {"guidance_scale": 1.25}}},
+    ]  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(json.dumps({"chain": chain}))
+    run = tmp_path / "run"
+    final = run_recipe(load_recipe(tmp_path / "recipe.yaml", run), load_episodes)
+    assert final == run / "long/final"
+    # The long step continued the short one on its own schedule: its two checkpoints, then a third step.
+    assert f"resumed from {run / 'long/checkpoints/step_0000002'} at step 2" in capsys.readouterr().out
+    assert [p.name for p in sorted((run / "long/checkpoints").iterdir())] == [f"step_000000{n}" for n in (1, 2, 3)]
+    step_two = "checkpoints/step_0000002/trainable.safetensors"
+    source, copy = (load_file(str(run / folder / step_two)) for folder in ("short", "long"))
+    assert source.keys() == copy.keys() and all(torch.equal(source[n], copy[n]) for n in source)
+    assert read_config(final).sampler.guidance_scale == 1.25
+    assert read_config(run / "short/final").sampler == read_config(backbone_dir).sampler
 
 
 def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_path):
-    tuned = train(
+    tuned = _train(
         _config(recorded, tmp_path, "vae_long", stage="vae", init_from=str(vae_dir), vae_clip_frames=9, lr=0.0)
     )
     a, b = AutoencoderKLWan.from_pretrained(vae_dir), AutoencoderKLWan.from_pretrained(tuned)
@@ -412,9 +435,9 @@ def test_vae_stage_fine_tunes_from_init_on_longer_clips(recorded, vae_dir, tmp_p
 
 def test_decoder_stage_tunes_only_the_vae_decoder_of_a_world_model_and_resumes(recorded, backbone_dir, tmp_path):
     cfg = _config(recorded, tmp_path, "decoder", init_from=str(backbone_dir), vae_clip_frames=9, lr=1e-2)
-    train(cfg)
+    _train(cfg)
     cfg.steps = 3
-    final = train(cfg, resume=True)
+    final = _train(cfg, resume=True)
     before, after = AstraWorldModel.from_pretrained(backbone_dir), AstraWorldModel.from_pretrained(final)
     decoder = {n for n in before.state_dict() if n.startswith(("vae.decoder.", "vae.post_quant_conv."))}
     saved = load_file(str(tmp_path / "decoder/checkpoints/step_0000003/trainable.safetensors"))
@@ -447,7 +470,7 @@ def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir,
 def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_path, latest):
     model = {"moae": {**RENDERING["moae"], "field_render_latest": latest}}
     cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir), model=model)
-    stage = renderer_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+    stage = renderer_stage(cfg, *load_episodes(cfg.data), torch.device("cpu"), lambda module: module)
     trainable = {n: p for n, p in stage.module.named_parameters() if p.requires_grad}
     assert trainable and all(any(part in n for part in RENDERER_PARTS) for n in trainable)
     assert any(".field.latest." in n for n in trainable) == latest
@@ -460,11 +483,11 @@ def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_pat
     assert all(p.grad.abs().sum() > 0 for p in trainable.values())
     # Trained end to end, nothing but the renderer moves.
     before = AstraWorldModel.from_pretrained(backbone_dir).state_dict()
-    after = AstraWorldModel.from_pretrained(train(cfg)).state_dict()
+    after = AstraWorldModel.from_pretrained(_train(cfg)).state_dict()
     assert all(torch.equal(after[n], t) for n, t in before.items())
 
 
 def test_renderer_stage_needs_a_renderer(recorded, backbone_dir, tmp_path):
     cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir))
     with pytest.raises(ValueError, match=r"stage 'renderer' fits the action field's renderer"):
-        renderer_stage(cfg, *_load_episodes(cfg), torch.device("cpu"), lambda module: module)
+        renderer_stage(cfg, *load_episodes(cfg.data), torch.device("cpu"), lambda module: module)

@@ -2,8 +2,8 @@
 
     astra-rollout --out out/rollout.mp4 [--checkpoint DIR] [--seed-image PNG] [--chunks 4]
 
-Without `--checkpoint` it uses the shipped demo model when `astra_ros` provides one, otherwise a fresh
-tiny model (untrained: the video then shows only what an untrained VAE/denoiser produces).
+Without `--checkpoint` it uses the demo model shipped in this package, or where that folder is missing a
+fresh tiny model (untrained: the video then shows only what an untrained VAE/denoiser produces).
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .config import AstraConfig
-from .model import AstraWorldModel
+from astra_model import AstraConfig, AstraWorldModel
+
+from . import demo_model_path
 
 
 def default_checkpoint() -> Path | None:
-    """The shipped demo model folder, if the ROS package that ships it is installed."""
-    try:
-        from astra_ros import demo_model_path
-    except ImportError:
-        return None
+    """The shipped demo model folder, if it is there."""
     path = demo_model_path()
     return path if (path / "config.json").is_file() else None
 
