@@ -16,7 +16,7 @@ adds nothing and the model reproduces one without it exactly.
 With `render_dim` > 0 (`moae.field_render`) a second MLP of the same inputs, the renderer, predicts
 the token's clean latent, and the field reads that drawing beside its inputs. Through the flow loss
 alone the field learns where the links go only as far as the frozen network downstream makes use of
-it: measured in session 28, a field trained that way draws the arm no better with its own commands
+it: measured on the demo arm world, a field trained that way draws the arm no better with its own commands
 than with another clip's. The renderer learns from its own target only (`field_render_weight`; its
 inputs and its drawing are detached), so it can be fitted on its own, without the transformer, before
 the field learns to use it. The field's weights from the drawing start at zero when a field saved

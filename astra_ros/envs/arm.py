@@ -88,8 +88,8 @@ class ArmEnv(MujocoEnv):
     # --- scene ------------------------------------------------------------------------------------
 
     def _build_xml(self) -> str:
-        # Close enough that a link is about a VAE token wide in a 64x64 frame: from further away (the view
-        # before session 13) the links were 4-5 pixels wide and two command sequences from one state
+        # Close enough that a link is about a VAE token wide in a 64x64 frame: from further away (this
+        # world's earlier view) the links were 4-5 pixels wide and two command sequences from one state
         # changed the frames about half as much. The hand may leave the top of the view on high reaches.
         cam_pos = np.array([0.45, -0.45, 1.3])
         xyaxes = _look_at_xyaxes(cam_pos, np.array([-0.15, 0.0, 1.1]))
