@@ -21,11 +21,6 @@ than with another clip's. The renderer learns from its own target only (`field_r
 inputs and its drawing are detached), so it can be fitted on its own, without the transformer, before
 the field learns to use it. The field's weights from the drawing start at zero when a field saved
 without one is widened (`widened`), so the model then computes what it did.
-
-With `latest_dim` > 0 (`moae.field_render_latest`) the renderer also reads the token of the latest
-history frame, projected to `latest_dim` numbers: the commands say where the links go, but not what
-they uncover (the loose objects differ from scene to scene) nor, under servo lag, where they stand now.
-Its columns start at zero when a renderer saved without them is widened, so it then draws what it did.
 """
 
 from __future__ import annotations
@@ -35,8 +30,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-LATEST_DIM = 16  # numbers the renderer reads of the latest history frame's token (`moae.field_render_latest`)
 
 
 class ActionField(nn.Module):
@@ -48,14 +41,12 @@ class ActionField(nn.Module):
         hidden: int = 128,
         octaves: int = 3,
         render_dim: int = 0,
-        latest_dim: int = 0,
     ) -> None:
         super().__init__()
         self.blocks, self.dim, self.octaves = blocks, dim, octaves
         inputs = unified_dim + 2 + 4 * octaves
         self.net = _mlp(inputs + render_dim, hidden, blocks * dim)
-        self.renderer = _mlp(inputs + latest_dim, hidden, render_dim) if render_dim else None
-        self.latest = nn.Linear(render_dim, latest_dim) if latest_dim else None
+        self.renderer = _mlp(inputs, hidden, render_dim) if render_dim else None
         self.reset()
 
     @torch.no_grad()
@@ -71,7 +62,7 @@ class ActionField(nn.Module):
         return torch.cat([xy, angles.sin().flatten(1), angles.cos().flatten(1)], dim=-1)
 
     def forward(
-        self, features: torch.Tensor, weight: torch.Tensor, xy: torch.Tensor, latest: torch.Tensor | None = None
+        self, features: torch.Tensor, weight: torch.Tensor, xy: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Embeddings `[B, F * S, blocks, dim]` of a chunk's tokens, frame-major, and the renderer's
         prediction of their clean latents `[B, F * S, render_dim]` (None without a renderer).
@@ -81,33 +72,19 @@ class ActionField(nn.Module):
             weight: `[B, F, 1]` how much of each frame's features the router kept (0 where the actions
                 were dropped, so those samples get nothing).
             xy: `[F * S, 2]` each token's image coordinates (x, y) in [-1, 1], frame-major.
-            latest: `[B, S, render_dim]` the latest history frame's tokens (`latent_tokens`), which a
-                renderer with `latest_dim` reads.
         """
         inputs = self._inputs(features, xy)
         rendered = None
         if self.renderer is not None:
-            rendered = self.renderer(self._render_inputs(inputs, latest))
+            # The renderer learns from its own target alone, so it reads its inputs detached.
+            rendered = self.renderer(inputs.detach())
             inputs = torch.cat([inputs, rendered.detach()], dim=-1)
         out = self.net(inputs) * weight.repeat_interleave(xy.shape[0] // features.shape[1], dim=1)
         return out.unflatten(-1, (self.blocks, self.dim)), rendered
 
-    def draw(self, features: torch.Tensor, xy: torch.Tensor, latest: torch.Tensor | None = None) -> torch.Tensor:
+    def draw(self, features: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
         """The renderer's drawing `[B, F * S, render_dim]` alone, as `forward` gives it, without the field."""
-        return self.renderer(self._render_inputs(self._inputs(features, xy), latest))
-
-    def _render_inputs(self, inputs: torch.Tensor, latest: torch.Tensor | None) -> torch.Tensor:
-        """The renderer's inputs: the field's, detached (the renderer learns from its own target alone),
-        then, with `latest_dim`, each token's projection of the latest history frame at its place."""
-        if self.latest is None:
-            return inputs.detach()
-        if latest is None:
-            raise ValueError(
-                "this action field's renderer reads the latest history frame (moae.field_render_latest): "
-                "a chunk with actions needs a history"
-            )
-        seen = self.latest(latest.detach().to(inputs.dtype))
-        return torch.cat([inputs.detach(), seen.repeat(1, inputs.shape[1] // seen.shape[1], 1)], dim=-1)
+        return self.renderer(self._inputs(features, xy).detach())
 
     def _inputs(self, features: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
         """`[B, F * S, unified_dim + 2 + 4 octaves]`: each token's frame features beside its position."""

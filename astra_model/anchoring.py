@@ -7,10 +7,6 @@ reconstruction, fading out with a Gaussian falloff of `tolerance` grey levels wh
 changed. Robot video predictors composite their output with the last observed frame for the same
 reason (e.g. CDNA, Finn et al. 2016). Only the frames shown change: the latents, the history and
 everything the model predicts next stay its own.
-
-A turning camera (`config.turned_anchor`) sees its last true frame moved by the homography of the rotation
-commanded since (`astra_model.pose_warp`); the same detail then goes back through that homography,
-wherever the turned view saw the old one.
 """
 
 from __future__ import annotations
@@ -19,13 +15,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .pose_warp import turned
-
 
 @dataclass
 class Anchor:
-    """The last true frame and the VAE's reconstruction of it, both `[B, 3, 1, H, W]` in [-1, 1] (or
-    `[B, 3, F, H, W]`, one per decoded frame, once turned)."""
+    """The last true frame and the VAE's reconstruction of it, both `[B, 3, 1, H, W]` in [-1, 1]."""
 
     frame: torch.Tensor
     reconstruction: torch.Tensor
@@ -33,12 +26,6 @@ class Anchor:
     def repeat(self, n: int) -> Anchor:
         """Each batch entry repeated `n` times (copies), as a session fork repeats its branches."""
         return Anchor(self.frame.repeat_interleave(n, dim=0), self.reconstruction.repeat_interleave(n, dim=0))
-
-    def turned(self, rotations: torch.Tensor, fov_deg: float) -> Anchor:
-        """The anchor as a camera with vertical field of view `fov_deg` sees it after each of `rotations`
-        `[B, F, 3, 3]` (one per decoded frame, since the anchor's frame). Both are zero where the turned
-        view looks outside the old one, so no detail goes there."""
-        return Anchor(*(turned(x[:, :, 0], rotations, fov_deg)[0] for x in (self.frame, self.reconstruction)))
 
     def apply(self, video: torch.Tensor, tolerance: float) -> torch.Tensor:
         """Decoded frames `[B, 3, F, H, W]` in [-1, 1] with the anchor's detail where they match its

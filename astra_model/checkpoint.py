@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import AstraConfig
+from .formats import without_removed_switches
 from .model import AstraWorldModel
 
 CONFIG_NAME = "config.json"
@@ -51,7 +52,7 @@ def read_config(directory: str | Path) -> AstraConfig:
         raise CheckpointError(f"{path}: missing (is {Path(directory)} an Astra model folder?)")
     try:
         data = json.loads(path.read_text())
-        return AstraConfig.from_dict(data["config"])
+        return AstraConfig.from_dict(without_removed_switches(data["config"]))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: not a valid Astra config ({err})") from err
 

@@ -46,29 +46,16 @@ class MoAEConfig:
         local_motion: a second zero-initialised head gives each generated token its own (row, column)
             shift from the latest history frame around it, its image coordinates and the actions
             (ours, `astra_model.local_motion`): a fixed camera's commands move a small mover, not the view.
-        content_gate: each generated token scales its block's action embedding by `1 + W norm(x)`, with
-            `x` the token's hidden state entering the block and `W` a zero-initialised `Linear(dim, dim)`
-            per block (ours, not the paper's). The broadcast embedding is the same for every token of
-            a frame up to a linear variation across the image; a joint command moves the links it
-            drives and leaves the table still, so the arm's tokens need it to depend on what they show.
         action_field: each generated token also gets, in every block, an embedding from a small MLP of
             its latent frame's action features and its image position (ours, `astra_model.action_field`).
             Where a joint command shows is a nonlinear function of the angles and the position, which
             the experts' embeddings (linear in the features, affine across the image) cannot express.
             The MLP's last layer starts at zero.
-        field_residual: the action field is added to each generated token's hidden state at the start of
-            every block (the residual stream) instead of to its self-attention input. Added to the input,
-            a token's own embedding reaches it only through its own attention weight among the history's
-            and the chunk's tokens, which averages a per-token signal away; in the residual stream it
-            reaches the FFN and the output head directly.
         field_hidden: width of the action field's two hidden layers. A field saved narrower warm-starts
             a wider one that computes the same (`astra_model.action_field.widened`).
         field_render: a second MLP of the field's inputs, the renderer, predicts each generated token's
             clean latent, and the field reads that drawing beside its inputs (ours). The renderer learns
             only from that target (`field_render_weight`), a direct one for what the commands put where.
-        field_render_latest: the renderer also reads each token of the latest history frame (through a
-            small projection), so it can draw what the links uncover and see where they stand now (ours).
-            A renderer saved without it warm-starts one with it that draws the same.
     """
 
     unified_dim: int = 25
@@ -80,12 +67,9 @@ class MoAEConfig:
     spatial: bool = False
     motion: bool = False
     local_motion: bool = False
-    content_gate: bool = False
     action_field: bool = False
-    field_residual: bool = False
     field_hidden: int = 128
     field_render: bool = False
-    field_render_latest: bool = False
 
 
 @dataclass
@@ -238,17 +222,10 @@ class AstraConfig:
             A copy starts as the shared weights, so a new separate world computes what the shared model
             does. A call's actions then come from one world: a separate modality alone, or only shared
             ones (a call without actions runs the shared weights).
-        predict_change: separate worlds whose chunks are denoised as their change since the latest
-            history frame (`chunk latents - latest latents`), which a rollout adds back. A fixed
-            camera's next frames are mostly its last one: the model then need not carry the still
-            scene through attention, and all of its error is the mover's, which the commands decide.
         pose_warp: `relative_poses` modalities whose chunks also see the latest history frame turned by
             the commanded rotation (`astra_model.pose_warp`), each with its camera's vertical field of
             view in degrees. A turning camera's next view is mostly its last one moved by a homography
             that the rotation and the field of view fix; the model is given it instead of learning it.
-        turned_anchor: `pose_warp` modalities whose shown frames keep the last true frame's detail as a
-            fixed camera's do, turned by the rotation commanded since that frame (`astra_model.anchoring`),
-            each with its tolerance in grey levels (as `anchor_tolerance`); the model's latents are unchanged.
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -271,9 +248,7 @@ class AstraConfig:
     fixed_camera: list[str] = field(default_factory=list)
     anchor_tolerance: float = 24.0
     separate_worlds: list[str] = field(default_factory=list)
-    predict_change: list[str] = field(default_factory=list)
     pose_warp: dict[str, float] = field(default_factory=dict)
-    turned_anchor: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -337,12 +312,7 @@ class AstraConfig:
                 f"moae.routing must be 'learned' or 'modality', got {self.moae.routing!r}",
             ),
             (self.moae.num_experts >= 1, "moae.num_experts must be >= 1"),
-            (self.moae.action_field or not self.moae.field_residual, "moae.field_residual needs moae.action_field"),
             (self.moae.action_field or not self.moae.field_render, "moae.field_render needs moae.action_field"),
-            (
-                self.moae.field_render or not self.moae.field_render_latest,
-                "moae.field_render_latest needs moae.field_render",
-            ),
             (self.moae.field_hidden >= 1, f"moae.field_hidden must be >= 1, got {self.moae.field_hidden}"),
             (1 <= self.moae.top_k <= self.moae.num_experts, "moae.top_k must be in [1, num_experts]"),
             (self.chunk_latent_frames >= 1, "chunk_latent_frames must be >= 1"),
@@ -407,20 +377,11 @@ class AstraConfig:
         if not set(self.sampler.world_guidance_scales) <= set(self.separate_worlds):
             unknown = sorted(set(self.sampler.world_guidance_scales) - set(self.separate_worlds))
             raise ValueError(f"AstraConfig: sampler.world_guidance_scales must name separate_worlds (not: {unknown})")
-        if not set(self.predict_change) <= set(self.separate_worlds):
-            unknown = sorted(set(self.predict_change) - set(self.separate_worlds))
-            raise ValueError(f"AstraConfig: predict_change must name separate_worlds (not: {unknown})")
         for name, fov in self.pose_warp.items():
             if name not in self.relative_poses or not 0 < fov < 180:
                 raise ValueError(
                     f"AstraConfig: pose_warp[{name!r}] must name a relative_poses modality with a vertical field "
                     f"of view in (0, 180) degrees, got {fov}"
-                )
-        for name, tolerance in self.turned_anchor.items():
-            if name not in self.pose_warp or not tolerance > 0:
-                raise ValueError(
-                    f"AstraConfig: turned_anchor[{name!r}] must name a pose_warp modality (its field of view) "
-                    f"with a tolerance > 0, got {tolerance}"
                 )
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)

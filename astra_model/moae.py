@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .action_field import LATEST_DIM, ActionField
+from .action_field import ActionField
 from .config import AstraConfig
 from .local_motion import LocalMotion
 
@@ -56,31 +56,18 @@ class MixtureOfActionExperts(nn.Module):
         self.local_motion = LocalMotion(config.latent_channels, cfg.unified_dim) if cfg.local_motion else None
         # A token is 1 x 2 x 2 latent pixels (Wan's patch), which is what the renderer predicts.
         render_dim = 4 * config.latent_channels if cfg.field_render else 0
-        latest_dim = LATEST_DIM if cfg.field_render_latest else 0
         self.field = (
-            ActionField(
-                cfg.unified_dim, config.dim, num_blocks, cfg.field_hidden, render_dim=render_dim, latest_dim=latest_dim
-            )
+            ActionField(cfg.unified_dim, config.dim, num_blocks, cfg.field_hidden, render_dim=render_dim)
             if cfg.action_field
-            else None
-        )
-        self.content_gates = (
-            nn.ModuleList(
-                nn.Sequential(nn.LayerNorm(config.dim, elementwise_affine=False), nn.Linear(config.dim, config.dim))
-                for _ in range(num_blocks)
-            )
-            if cfg.content_gate
             else None
         )
         self.reset_experts()
 
     @torch.no_grad()
     def reset_experts(self) -> None:
-        """Zero every expert (and the motion heads, content gates and field) so the action path starts as an
-        exact no-op."""
+        """Zero every expert (and the motion heads and field) so the action path starts as an exact no-op."""
         heads = [expert for block_experts in self.experts for expert in block_experts]
         heads += [self.motion] if self.motion is not None else []
-        heads += [gate[-1] for gate in self.content_gates] if self.content_gates is not None else []
         for head in heads:
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
@@ -89,32 +76,22 @@ class MixtureOfActionExperts(nn.Module):
         if self.field is not None:
             self.field.reset()
 
-    def gated(self, block: int, embedding: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """`embedding` `[B, S, dim]` scaled per token by `1 + W norm(x)` (`moae.content_gate`; `x` the
-        tokens' hidden states `[B, S, dim]`), else unchanged."""
-        if self.content_gates is None:
-            return embedding
-        return embedding * (1 + self.content_gates[block](x).to(embedding.dtype))
-
     def field_embedding(
-        self, routed: list[Routed], positions: torch.Tensor, height: int, width: int, latest: torch.Tensor | None = None
+        self, routed: list[Routed], positions: torch.Tensor, height: int, width: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`[B, F * S, blocks, dim]` action field of the chunk tokens at `positions` `[F * S, 3]` (frame, row,
         column) of a `height x width` token grid (`moae.action_field`), and its renderer's drawing of
-        their clean latents `[B, F * S, 4 C]` (`moae.field_render`, else None), which reads the latest
-        history frame's tokens `latest` `[B, S, 4 C]` with `moae.field_render_latest`."""
+        their clean latents `[B, F * S, 4 C]` (`moae.field_render`, else None)."""
         xy = spatial_basis(positions, height, width)[:, 1:]
-        outputs = [self.field(item.features, item.gates.sum(dim=-1, keepdim=True), xy, latest) for item in routed]
+        outputs = [self.field(item.features, item.gates.sum(dim=-1, keepdim=True), xy) for item in routed]
         embedding = sum(out for out, _ in outputs)
         rendered = sum(r for _, r in outputs) if self.field.renderer is not None else None
         return embedding, rendered
 
-    def field_drawing(
-        self, routed: list[Routed], positions: torch.Tensor, height: int, width: int, latest: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def field_drawing(self, routed: list[Routed], positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The renderer's drawing alone, as `field_embedding` gives it, without running the field."""
         xy = spatial_basis(positions, height, width)[:, 1:]
-        return sum(self.field.draw(item.features, xy, latest) for item in routed)
+        return sum(self.field.draw(item.features, xy) for item in routed)
 
     @property
     def moves(self) -> bool:

@@ -13,7 +13,6 @@ import torch.utils.checkpoint
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
 
-from .action_field import latent_tokens
 from .actions import group_per_latent_frame, validate_actions
 from .blocks import LayerKV, Stream, astra_block
 from .config import AstraConfig
@@ -256,14 +255,12 @@ class AstraWorldModel(nn.Module):
         moae = weights.moae
 
         # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block
-        # (plus each token's own with `moae.action_field`; scaled per token by its own state with
-        # `moae.content_gate`).
+        # (plus each token's own with `moae.action_field`).
         routed, lb_loss = self._route_actions(moae, actions, f, b, action_mask, noisy_latents, history)
 
         field = rendered = None
         if routed is not None and moae.field is not None:
-            latest = _latest_tokens(moae, history)
-            field, rendered = moae.field_embedding(routed.chunk, chunk_pos, h // 2, w // 2, latest)
+            field, rendered = moae.field_embedding(routed.chunk, chunk_pos, h // 2, w // 2)
         spatial = self.config.moae.spatial
         chunk_basis = spatial_basis(chunk_pos, h // 2, w // 2) if spatial else None
         hist_stream = hist_basis = None
@@ -290,11 +287,9 @@ class AstraWorldModel(nn.Module):
             if routed is not None:
                 per_frame = moae.block_embedding(i, routed.chunk)
                 embedding = at_tokens(per_frame.repeat_interleave(tokens_per_frame, dim=1), chunk_basis)
-                if field is not None and self.config.moae.field_residual:
-                    chunk_stream.x = chunk_stream.x + field[:, :, i].to(chunk_stream.x.dtype)
-                elif field is not None:
+                if field is not None:
                     embedding = embedding + field[:, :, i]
-                chunk_stream.action = moae.gated(i, embedding, chunk_stream.x)
+                chunk_stream.action = embedding
                 if hist_stream is not None:
                     hist_stream.action = at_tokens(self._history_embedding(moae, i, routed), hist_basis)
             cached = kv_cache.layers[i] if use_cache else None
@@ -312,13 +307,10 @@ class AstraWorldModel(nn.Module):
         # Head, on chunk tokens only.
         return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, offsets, rendered)
 
-    def field_drawing(
-        self, actions: Mapping[str, torch.Tensor], latent_shape: torch.Size, history: History | None = None
-    ) -> torch.Tensor | None:
+    def field_drawing(self, actions: Mapping[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:
         """The action field's renderer's drawing `[B, F * h/2 * w/2, 4 C]` (as `AstraOutput.field_render`) of a
-        chunk of latents shaped `latent_shape` `[B, C, F, h, w]` under `actions` (as the model reads them) after
-        `history` (which a renderer with `moae.field_render_latest` reads), without running the transformer;
-        None when the commanded world's field has no renderer."""
+        chunk of latents shaped `latent_shape` `[B, C, F, h, w]` under `actions` (as the model reads them),
+        without running the transformer; None when the commanded world's field has no renderer."""
         b, _, f, h, w = latent_shape
         world = world_of(actions, self.config.separate_worlds)
         moae = (self.worlds[world] if world is not None else self.shared_weights()).moae
@@ -328,19 +320,7 @@ class AstraWorldModel(nn.Module):
         routed, _ = self._route_actions(moae, actions, f, b, None, like, None)
         # The field reads a token's place in the image, not its frame index.
         positions = grid_positions(torch.arange(f), h // 2, w // 2)
-        return moae.field_drawing(routed.chunk, positions, h // 2, w // 2, _latest_tokens(moae, history))
-
-    def change_reference(
-        self, actions: Mapping[str, torch.Tensor] | None, history: History | None
-    ) -> torch.Tensor | None:
-        """What the chunk a call with `actions` denoises is relative to: in a `config.predict_change`
-        world the latest history frame's latents `[B, C, 1, h, w]` (pass the clean history), else None."""
-        world = world_of(actions, self.config.separate_worlds)
-        if world not in self.config.predict_change:
-            return None
-        if history is None:
-            raise ValueError(f"predict_change: the {world!r} world denoises a change, which needs a history")
-        return history.latents[:, :, -1:]
+        return moae.field_drawing(routed.chunk, positions, h // 2, w // 2)
 
     # -- forward helpers ---------------------------------------------------------------------------
     def _text_context(self, text_embeds: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -423,14 +403,6 @@ class AstraWorldModel(nn.Module):
         from .rollout import RolloutSession
 
         return RolloutSession.start(self, first_frames, seed=seed, commands=commands)
-
-
-def _latest_tokens(moae: MixtureOfActionExperts, history: History | None) -> torch.Tensor | None:
-    """The latest history frame's tokens `[B, h/2 * w/2, 4 C]` when the world's renderer reads them
-    (`moae.field_render_latest`), else None."""
-    if moae.field.latest is None or history is None:
-        return None
-    return latent_tokens(history.latents[:, :, -1:])
 
 
 def _to(rope: tuple[torch.Tensor, torch.Tensor], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

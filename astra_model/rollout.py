@@ -19,7 +19,6 @@ from .anchoring import Anchor
 from .history import History
 from .model import AstraWorldModel, KVCache
 from .pieces import Pieces, run_to_end
-from .pose_warp import cumulative_rotations
 from .sampler import denoising, uses_guidance
 from .vae import VAEStream, frames_to_video, video_to_frames
 from .worlds import guidance_scale_of
@@ -34,8 +33,6 @@ class SessionState:
         last_commands: per `config.relative_poses` or `config.relative_commands` modality, the latest
             frame's command `[B, D]`, which the next chunk's first command is read relative to (absent
             while unknown).
-        turn: the camera's rotation `[B, 3, 3]` since the anchor's frame, for `config.turned_anchor`
-            chunks; None once a chunk that no such command moved made it unknown.
     """
 
     history: History
@@ -44,7 +41,6 @@ class SessionState:
     step_count: int
     anchor: Anchor
     last_commands: dict[str, torch.Tensor] = field(default_factory=dict)
-    turn: torch.Tensor | None = field(default_factory=lambda: torch.eye(3, dtype=torch.float64)[None])
 
     def copy(self, repeat: int = 1) -> SessionState:
         """An independent copy, each branch repeated `repeat` times: stepping from one never changes the other."""
@@ -55,7 +51,6 @@ class SessionState:
             self.step_count,
             self.anchor.repeat(repeat),
             {k: v.repeat_interleave(repeat, dim=0) for k, v in self.last_commands.items()},
-            None if self.turn is None else self.turn.repeat_interleave(repeat, dim=0),
         )
 
 
@@ -174,22 +169,13 @@ class RolloutSession:
             out[name] = t.to(self.model.device, torch.float32)
         return out
 
-    def _anchored(
-        self, video: torch.Tensor, commanded: dict[str, torch.Tensor], acts: dict[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """The decoded chunk `[B, 3, F, H, W]` with the last true frame's detail where its world keeps it
-        (`astra_model.anchoring`): a fixed camera's, or a turned anchor's, whose turn it brings up to date."""
-        cfg, state = self.model.config, self.state
+    def _anchored(self, video: torch.Tensor, commanded: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The decoded chunk `[B, 3, F, H, W]` with the last true frame's detail where a fixed camera's world
+        keeps it (`astra_model.anchoring`)."""
+        cfg = self.model.config
         if commanded and set(commanded) <= set(cfg.fixed_camera):
-            return state.anchor.apply(video, cfg.anchor_tolerance)
-        turning = next(iter(commanded)) if len(commanded) == 1 else None
-        if turning not in cfg.turned_anchor or state.turn is None:
-            # An action-free chunk, or another world's, leaves how far the camera turned unknown from here on.
-            state.turn = None
-            return video
-        rotations = state.turn[:, None] @ cumulative_rotations(acts[turning], 1)
-        state.turn = rotations[:, -1]
-        return state.anchor.turned(rotations, cfg.pose_warp[turning]).apply(video, cfg.turned_anchor[turning])
+            return self.state.anchor.apply(video, cfg.anchor_tolerance)
+        return video
 
     def step(
         self,
@@ -246,10 +232,7 @@ class RolloutSession:
         latents = yield from denoising(
             velocity, noise, steps or cfg.sampler.steps, cfg.sampler.shift, scale, bool(acts)
         )
-        reference = self.model.change_reference(acts, history)
-        if reference is not None:
-            latents = latents + reference
-        video = self._anchored((yield from self.state.vae.decoding(latents)), commanded, acts)
+        video = self._anchored((yield from self.state.vae.decoding(latents)), commanded)
         grouped = {k: group_per_latent_frame(v, cfg) for k, v in acts.items()}
         self.state.history = history.append(latents, cfg.history, grouped)
         # A chunk without a relative modality leaves its last command unknown.

@@ -43,15 +43,14 @@ from .action_field import widened
 from .checkpoint import WEIGHTS_NAME
 from .config import AstraConfig
 from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
-from .history import History
 from .moae import encoder_with_targets
 from .model import AstraWorldModel
 from .training import flow_matching_loss, render_error
 
 ABLATIONS = ("no_noise_aug", "no_afg", "shared_expert")
 STAGES = ("vae", "decoder", "backbone", "astra", "renderer")
-# What the `renderer` stage fits: the renderers and what they read of the latest history frame.
-RENDERER_PARTS = ("field.renderer.", "field.latest.")
+# What the `renderer` stage fits.
+RENDERER_PARTS = ("field.renderer.",)
 # Stage settings that are gone (no recipe used them), each with the value that left it off: a YAML may still
 # name one at that value.
 REMOVED_SETTINGS = {
@@ -339,10 +338,8 @@ class _Drawing(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(
-        self, actions: dict[str, torch.Tensor], latent_shape: torch.Size, history: History
-    ) -> torch.Tensor | None:
-        return self.model.field_drawing(actions, latent_shape, history)
+    def forward(self, actions: dict[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:
+        return self.model.field_drawing(actions, latent_shape)
 
 
 def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
@@ -365,9 +362,8 @@ def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
         acts = {k: v.to(device) for k, v in batch.actions.items()}
         if shuffle:
             acts = {k: v.roll(1, dims=0) for k, v in acts.items()}
-        history = batch.history.with_latents(batch.history.latents.to(device))
         # `field_render` is one switch for every world, so each world's field has a renderer here.
-        return render_error(target, net(acts, target.shape, history))
+        return render_error(target, net(acts, target.shape))
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
         render = sum(error(clips, m, rng, cfg.for_modality("parting_prob", m)) for m in modalities) / len(modalities)
@@ -511,8 +507,8 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     """Copy into `module`'s trainable parameters the tensors of the same name and shape saved in
     `directory` (a checkpoint's `trainable.safetensors`, else a model's `model.safetensors`); returns the
     names left as initialised. An encoder saved before its modality joined `command_targets` is widened
-    (`encoder_with_targets`), and so is an action field saved at a narrower `moae.field_hidden` or a
-    renderer saved without `moae.field_render_latest` (`widened`). A separate world's weight that
+    (`encoder_with_targets`), and so is an action field saved at a narrower `moae.field_hidden` or without
+    a renderer to read (`widened`). A separate world's weight that
     `directory` lacks (its world was shared there) starts from the shared weight it copies. Raises
     ValueError when nothing matches."""
     file = directory / "trainable.safetensors"

@@ -1,8 +1,8 @@
 """Training helpers: Astra's flow-matching objective with noise-augmented history and action dropout.
 
 - Flow matching: `x_t = (1 - sigma) * x0 + sigma * noise`, target velocity `noise - x0`, timestep
-  `1000 * sigma` with sigma drawn uniformly and shifted like the sampler's grid. `x0` is the chunk's
-  clean latents, or in a `predict_change` world their change since the latest (clean) history frame.
+  `1000 * sigma` with sigma drawn uniformly and shifted like the sampler's grid; `x0` is the chunk's
+  clean latents.
 - Noise augmentation: with probability `noise_aug.prob` a sample's 1x history slots (first and latest
   frame) are noised to a random sigma in `[sigma_min, sigma_max]`. The model is not told the level, so
   it learns not to copy the history ("visual inertia").
@@ -101,22 +101,20 @@ def flow_matching_loss(
     sigma = shift_sigma(torch.rand(b, generator=generator), cfg.sampler.shift).to(target_latents)
     noise = torch.randn(target_latents.shape, generator=generator).to(target_latents)
     s = sigma.view(b, 1, 1, 1, 1)
-    reference = model.change_reference(actions, history)
-    clean = target_latents if reference is None else target_latents - reference
-    noisy = (1 - s) * clean + s * noise
+    noisy = (1 - s) * target_latents + s * noise
     if history is not None and noise_augmentation:
         history = noise_augment_history(history, cfg.noise_aug, cfg.history, generator)
     mask = None
     if actions and action_dropout:
         mask = (torch.rand(b, generator=generator) >= cfg.action_dropout).to(target_latents.device)
     out = (forward or model)(noisy, sigma * 1000, actions, history, action_mask=mask)
-    flow = (out.velocity.float() - (noise - clean).float()).square().mean()
+    flow = (out.velocity.float() - (noise - target_latents).float()).square().mean()
     render = flow.new_zeros(())
     if out.field_render is not None:
         render = render_error(target_latents, out.field_render, mask)
     pair = flow.new_zeros(())
     if family:
-        pair = pair_error(noisy - s * out.velocity, clean, mask)
+        pair = pair_error(noisy - s * out.velocity, target_latents, mask)
     lb = cfg.moae.load_balance_weight * out.load_balance_loss
     extra = field_render_weight * render + pair_weight * pair
     return LossTerms(flow + lb + extra, flow, out.load_balance_loss, render, pair)

@@ -9,8 +9,7 @@ For each domain, on seeds never used in training:
   PSNRs, which a single frame the world left unchanged (copy-last: MSE 0, capped at 100 dB) dominates.
   The `vae` row scores the model's VAE reconstructing the true frames (seed and future encoded and
   decoded as one stream, anchored like the rollout in `fixed_camera` worlds): no prediction decoded
-  by that VAE can expect to do better. A `turned_anchor` world's row is not anchored (its turn comes
-  from commands the row does not take); at this VAE's 22 dB it is far above any prediction anyway.
+  by that VAE can expect to do better.
 - **Action following**: from one true state, roll two different command sequences in both the
   simulator and the model (a fork of one session, sharing noise). The pair is followed when each
   prediction is closer (MSE) to its own true rollout than to the other one; the fraction comes with its

@@ -12,8 +12,7 @@ import torch
 from conftest import added_term, randomise_action_path, tiny_config, trained
 
 from astra_model import AstraWorldModel
-from astra_model.action_field import LATEST_DIM, ActionField, latent_tokens, widened
-from astra_model.history import History
+from astra_model.action_field import ActionField, latent_tokens, widened
 from astra_model.moae import MixtureOfActionExperts, Routed
 from astra_model.rope import grid_positions
 from astra_model.train import warm_start
@@ -56,23 +55,14 @@ def test_dropped_actions_get_no_field():
 def test_the_field_trains_with_the_action_path_and_changes_predictions_once_trained():
     x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
     acts = {"twist": torch.randn(1, 8, 6)}
-    velocities = []
-    for residual in (False, True):
-        torch.manual_seed(0)
-        model = AstraWorldModel(tiny_config(moae={"action_field": True, "field_residual": residual})).eval()
-        assert all(p.requires_grad for p in model.moae.field.parameters())
-        with torch.no_grad():
-            before = model(x, t, acts, hist).velocity
-            torch.manual_seed(1)
-            model.moae.field.net[-1].weight.normal_(std=0.5)
-            velocities.append(model(x, t, acts, hist).velocity)
-            assert not torch.allclose(velocities[-1], before)
-    assert not torch.allclose(*velocities)  # into the residual stream is not into the attention input
-
-
-def test_a_residual_field_needs_a_field():
-    with pytest.raises(ValueError, match=r"moae\.field_residual needs moae\.action_field"):
-        tiny_config(moae={"field_residual": True})
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(moae={"action_field": True})).eval()
+    assert all(p.requires_grad for p in model.moae.field.parameters())
+    with torch.no_grad():
+        before = model(x, t, acts, hist).velocity
+        torch.manual_seed(1)
+        model.moae.field.net[-1].weight.normal_(std=0.5)
+        assert not torch.allclose(model(x, t, acts, hist).velocity, before)
 
 
 def test_a_widened_field_computes_what_the_narrow_one_did():
@@ -143,37 +133,6 @@ def test_a_renderer_joins_a_saved_field_without_changing_its_predictions(tmp_pat
         assert not torch.allclose(rendering(x, t, acts, hist).velocity, expected.velocity)  # once it reads it
 
 
-def test_a_renderer_that_reads_the_latest_frame_starts_as_the_saved_one_and_reads_nothing_older(tmp_path):
-    torch.manual_seed(0)
-    saved = AstraWorldModel(tiny_config(moae={"action_field": True, "field_render": True})).eval()
-    randomise_action_path(saved)
-    trained(saved.moae.field, std=0.3)
-    saved.save_pretrained(tmp_path)
-    reading = AstraWorldModel(
-        saved.config.replace(moae={"field_render_latest": True}), backbone=saved.backbone, vae=saved.vae
-    )
-    reading.set_trainable()
-    assert warm_start(reading, tmp_path) == ["moae.field.latest.bias", "moae.field.latest.weight"]
-    renderer = reading.moae.field.renderer[0].weight
-    assert renderer.shape[1] == saved.moae.field.renderer[0].in_features + LATEST_DIM
-    assert not renderer[:, -LATEST_DIM:].any()  # widened: the new columns read nothing yet
-    x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
-    acts = {"twist": torch.randn(1, 8, 6)}
-    reading.eval()
-    with torch.no_grad():
-        expected, got = saved(x, t, acts, hist), reading(x, t, acts, hist)
-        torch.testing.assert_close(got.field_render, expected.field_render)
-        torch.testing.assert_close(got.velocity, expected.velocity)
-        renderer[:, -LATEST_DIM:].normal_(std=0.5)  # once fitted, it reads the latest frame
-        drawing = reading.field_drawing(acts, x.shape, History.from_latents(hist))
-        torch.testing.assert_close(reading(x, t, acts, hist).field_render, drawing)
-        assert not torch.allclose(drawing, expected.field_render)
-        older = torch.cat([torch.randn(1, 16, 2, 8, 8), hist[:, :, -1:]], dim=2)
-        torch.testing.assert_close(reading.field_drawing(acts, x.shape, History.from_latents(older)), drawing)
-        with pytest.raises(ValueError, match=r"reads the latest history frame \(moae\.field_render_latest\)"):
-            reading.field_drawing(acts, x.shape)
-
-
 def test_latent_tokens_are_wan_patches_frame_major():
     latents = torch.arange(2 * 3 * 2 * 4 * 6, dtype=torch.float32).reshape(2, 3, 2, 4, 6)  # [B, C, F, h, w]
     tokens = latent_tokens(latents)
@@ -207,5 +166,3 @@ def test_the_render_term_is_added_with_its_weight_and_trains_the_renderer_alone(
 def test_a_renderer_needs_a_field():
     with pytest.raises(ValueError, match=r"moae\.field_render needs moae\.action_field"):
         tiny_config(moae={"field_render": True})
-    with pytest.raises(ValueError, match=r"moae\.field_render_latest needs moae\.field_render"):
-        tiny_config(moae={"action_field": True, "field_render_latest": True})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from astra_model import AstraWorldModel
 from astra_model.checkpoint import CheckpointError
+from astra_model.formats import REMOVED_SWITCHES
 
 
 @pytest.fixture()
@@ -87,3 +89,26 @@ def test_seed_frame_travels_with_the_checkpoint(tmp_path, tiny_model, seed_frame
     tiny_model.save_pretrained(tmp_path)
     loaded = AstraWorldModel.from_pretrained(tmp_path)
     assert loaded.seed_frame.dtype == np.uint8 and np.array_equal(loaded.seed_frame, seed_frames[0])
+
+
+@pytest.mark.parametrize(
+    ("path", "on"),
+    [
+        (("moae", "content_gate"), True),
+        (("moae", "field_residual"), True),
+        (("moae", "field_render_latest"), True),
+        (("predict_change",), ["joints"]),
+        (("turned_anchor",), {"camera_pose": 24.0}),
+    ],
+)
+def test_a_removed_switch_loads_when_off_and_is_named_when_on(saved, path, on):
+    folder, model = saved
+    data = json.loads((folder / "config.json").read_text())
+    holder = data["config"]["moae"] if len(path) == 2 else data["config"]
+    holder[path[-1]] = REMOVED_SWITCHES[path]
+    (folder / "config.json").write_text(json.dumps(data))
+    assert AstraWorldModel.from_pretrained(folder).config == model.config
+    holder[path[-1]] = on
+    (folder / "config.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=re.escape(f"{'.'.join(path)} was removed; this model switches it on")):
+        AstraWorldModel.from_pretrained(folder)

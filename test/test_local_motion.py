@@ -1,5 +1,5 @@
 """The local motion head: an exact no-op at start, then per-token shifts read from the latest history frame.
-Also the other per-token heads of the action path (`moae.content_gate`, `moae.action_field`)."""
+Also the other per-token head of the action path (`moae.action_field`)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from astra_model.moae import MixtureOfActionExperts, Routed
     ("head", "prefix"),
     [
         ({"local_motion": True}, "moae.local_motion."),
-        ({"content_gate": True}, "moae.content_gates."),
         ({"action_field": True}, "moae.field."),
-        ({"action_field": True, "field_residual": True}, "moae.field."),
     ],
 )
 def test_a_fresh_head_changes_nothing_and_the_model_reproduces_one_without_it(head, prefix):
@@ -66,21 +64,3 @@ def test_dropped_actions_do_not_move_tokens_and_a_history_is_required():
 def test_the_local_head_trains_with_the_action_path():
     model = AstraWorldModel(tiny_config(moae={"local_motion": True}))
     assert all(p.requires_grad for p in model.moae.local_motion.parameters())
-
-
-def test_the_content_gate_scales_each_tokens_embedding_by_what_the_token_holds():
-    moae = MixtureOfActionExperts(tiny_config(moae={"content_gate": True}), 2)
-    gate = moae.content_gates[1]
-    trained(gate[-1])
-    embedding, x = torch.randn(2, 5, moae.config.dim), torch.randn(2, 5, moae.config.dim)
-    x[:, 3] = x[:, 0]  # two tokens that hold the same get the same scale
-    out = moae.gated(1, embedding, x)
-    torch.testing.assert_close(out, embedding * (1 + gate[-1](torch.nn.functional.layer_norm(x, x.shape[-1:]))))
-    scale = out / embedding
-    torch.testing.assert_close(scale[:, 3], scale[:, 0])
-    assert not torch.allclose(scale[:, 1], scale[:, 0])
-    assert torch.equal(moae.gated(0, embedding, x), embedding)  # block 0's gate is still fresh
-    assert all(
-        p.requires_grad
-        for p in AstraWorldModel(tiny_config(moae={"content_gate": True})).moae.content_gates.parameters()
-    )

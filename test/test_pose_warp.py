@@ -10,7 +10,6 @@ from conftest import randomise_action_path, tiny_config
 from scipy.spatial.transform import Rotation
 
 from astra_model import AstraWorldModel, History
-from astra_model.anchoring import Anchor
 from astra_model.pose_warp import PoseWarp, cumulative_rotations
 from astra_model.poses import relative_to_previous
 from astra_ros.envs import make_env
@@ -120,60 +119,3 @@ def test_a_pose_warp_saves_and_loads_bit_exact(tmp_path):
 def test_config_refuses_a_pose_warp_on_what_is_not_a_relative_pose_or_with_no_field_of_view(overrides, fov):
     with pytest.raises(ValueError, match=r"pose_warp\['camera_pose'\] must name a relative_poses modality"):
         tiny_config(modalities={"camera_pose": 7}, action_labels={}, pose_warp={"camera_pose": fov}, **overrides)
-
-
-def test_a_turned_anchor_that_has_not_turned_is_the_fixed_cameras_anchor():
-    gen = torch.Generator().manual_seed(0)
-    frame, recon = (torch.rand(2, 3, 1, 8, 8, generator=gen) * 2 - 1 for _ in range(2))
-    video = recon + 0.05 * torch.randn(2, 3, 4, 8, 8, generator=gen)
-    still = torch.eye(3, dtype=torch.float64).expand(2, 4, 3, 3)
-    turned = Anchor(frame, recon).turned(still, 70.0)
-    assert turned.frame.shape == (2, 3, 4, 8, 8)
-    torch.testing.assert_close(turned.apply(video, 8.0), Anchor(frame, recon).apply(video, 8.0), rtol=0, atol=1e-6)
-    turn = torch.from_numpy(Rotation.from_euler("z", 90, degrees=True).as_matrix()).expand(2, 4, 3, 3)
-    away = Anchor(frame, recon).turned(turn, 70.0)
-    assert torch.equal(away.apply(video, 8.0), video.clamp(-1, 1))  # it sees nothing of the true frame
-
-
-def _camera_sessions(seed_frames):
-    """A camera model's session (with an untrained pose warp) without and with a turned anchor (keeping
-    detail everywhere it sees), the seed frames commanded from a still pose."""
-    _, plain = _models()
-    anchored = AstraWorldModel(plain.config.replace(turned_anchor={"camera_pose": 1e9})).eval()
-    anchored.load_state_dict(plain.state_dict())
-    still = np.array([NO_MOTION] * 5, np.float32)
-    return [m.start(seed_frames, seed=4, commands={"camera_pose": still}) for m in (plain, anchored)]
-
-
-def _turning(start_deg: float, step_deg: float) -> np.ndarray:
-    """`[8, 7]` absolute poses turning about z from `start_deg` by `step_deg` a frame."""
-    quats = Rotation.from_euler("z", (start_deg + step_deg * np.arange(1, 9))[:, None], degrees=True).as_quat()
-    return np.concatenate([np.zeros((8, 3)), quats], axis=1).astype(np.float32)
-
-
-def test_turned_anchor_chunks_carry_the_turn_since_the_true_frame_and_leave_the_model_alone(seed_frames):
-    plain, anchored = _camera_sessions(seed_frames)
-    for chunk in (_turning(0, 1.5), _turning(12, -0.5)):
-        frames = [s.step({"camera_pose": chunk}).astype(int) for s in (plain, anchored)]
-        assert torch.equal(plain.state.history.latents, anchored.state.history.latents)
-        assert np.abs(frames[1] - frames[0]).mean() > 1  # the true frame's detail, turned
-    # The turn composes across chunks: from the seed's still pose to the last pose, 8 degrees.
-    np.testing.assert_allclose(
-        anchored.state.turn[0].numpy(), Rotation.from_euler("z", 8, degrees=True).as_matrix(), atol=1e-6
-    )
-    fork = anchored.fork(3)
-    assert fork.state.turn.shape == (3, 3, 3) and torch.equal(fork.state.turn[2], anchored.state.turn[0])
-    # An action-free chunk leaves the turn unknown: the camera's later chunks are the model's own frames.
-    for s in (plain, anchored):
-        s.step(None)
-    assert anchored.state.turn is None
-    assert np.array_equal(*(s.step({"camera_pose": _turning(8, 1.0)}) for s in (plain, anchored)))
-
-
-@pytest.mark.parametrize(("turned_anchor", "pose_warp"), [({"camera_pose": 24.0}, {}), ({"camera_pose": 0.0}, None)])
-def test_config_refuses_a_turned_anchor_without_a_field_of_view_or_tolerance(turned_anchor, pose_warp):
-    with pytest.raises(ValueError, match=r"turned_anchor\['camera_pose'\] must name a pose_warp modality"):
-        tiny_config(
-            modalities={"camera_pose": 7}, action_labels={}, relative_poses=["camera_pose"],
-            pose_warp={"camera_pose": 70.0} if pose_warp is None else pose_warp, turned_anchor=turned_anchor,
-        )  # fmt: skip

@@ -466,14 +466,11 @@ def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir,
     assert not any(k.startswith("val_render/") for k in plain.evaluate())
 
 
-@pytest.mark.parametrize("latest", [False, True])
-def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_path, latest):
-    model = {"moae": {**RENDERING["moae"], "field_render_latest": latest}}
-    cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir), model=model)
+def test_renderer_stage_fits_the_renderers_alone(recorded, backbone_dir, tmp_path):
+    cfg = _config(recorded, tmp_path, "renderer", init_from=str(backbone_dir), model=RENDERING)
     stage = renderer_stage(cfg, *load_episodes(cfg.data), torch.device("cpu"), lambda module: module)
     trainable = {n: p for n, p in stage.module.named_parameters() if p.requires_grad}
     assert trainable and all(any(part in n for part in RENDERER_PARTS) for n in trainable)
-    assert any(".field.latest." in n for n in trainable) == latest
     metrics = stage.evaluate()
     worlds = ("camera_pose", "joints", "twist")
     assert set(metrics) == {f"{k}/{m}" for k in ("val_render", "render_gap") for m in worlds}
