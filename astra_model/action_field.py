@@ -31,6 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .init import zero_
+from .moae import Routed
+from .spatial import spatial_basis
+
 
 class ActionField(nn.Module):
     def __init__(
@@ -47,13 +51,24 @@ class ActionField(nn.Module):
         inputs = unified_dim + 2 + 4 * octaves
         self.net = _mlp(inputs + render_dim, hidden, blocks * dim)
         self.renderer = _mlp(inputs, hidden, render_dim) if render_dim else None
-        self.reset()
+        zero_(self.net[-1])
 
-    @torch.no_grad()
-    def reset(self) -> None:
-        """Zero the output layer: the field adds nothing."""
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+    def embed(
+        self, routed: list[Routed], positions: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`[B, F * S, blocks, dim]` the field of the chunk tokens at `positions` `[F * S, 3]` (frame, row,
+        column) of a `height x width` token grid, and the renderer's drawing of their clean latents
+        `[B, F * S, 4 C]` (None without a renderer)."""
+        xy = spatial_basis(positions, height, width)[:, 1:]
+        outputs = [self(item.features, item.gates.sum(dim=-1, keepdim=True), xy) for item in routed]
+        embedding = sum(out for out, _ in outputs)
+        rendered = sum(r for _, r in outputs) if self.renderer is not None else None
+        return embedding, rendered
+
+    def drawing(self, routed: list[Routed], positions: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The renderer's drawing alone, as `embed` gives it, without running the field."""
+        xy = spatial_basis(positions, height, width)[:, 1:]
+        return sum(self.draw(item.features, xy) for item in routed)
 
     def encode_position(self, xy: torch.Tensor) -> torch.Tensor:
         """`[S, 2 + 4 octaves]`: x, y `[S, 2]` and sin, cos of `2^k pi x`, `2^k pi y` for k < octaves."""

@@ -12,6 +12,7 @@ import torch
 
 from .config import AstraConfig
 from .poses import relative_to_previous
+from .relative_commands import read_relative
 
 
 def validate_actions(
@@ -73,10 +74,7 @@ def as_model_reads(
             out[name] = torch.from_numpy(rel).to(out[name])
     for name in config.relative_commands:
         if name in out:
-            value = out[name]
-            first = before[name].to(value)[:, None] if name in before else value[:, :1]
-            change = value - torch.cat([first, value[:, :-1]], dim=1)
-            out[name] = torch.cat([change, value], dim=-1) if name in config.command_targets else change
+            out[name] = read_relative(out[name], before.get(name), name in config.command_targets)
     return out
 
 

@@ -14,17 +14,16 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 from accelerate import init_empty_weights
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import AstraConfig
-from .formats import without_removed_switches
+from .formats import FORMAT, FORMATS, check_format, upgrade_state, without_removed_switches
 from .model import AstraWorldModel
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 SEED_FRAME_NAME = "seed_frame.png"
-FORMAT = "astra-ros/1"
 
 
 class CheckpointError(ValueError):
@@ -52,6 +51,7 @@ def read_config(directory: str | Path) -> AstraConfig:
         raise CheckpointError(f"{path}: missing (is {Path(directory)} an Astra model folder?)")
     try:
         data = json.loads(path.read_text())
+        check_format(data.get("format"), str(path))
         return AstraConfig.from_dict(without_removed_switches(data["config"]))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: not a valid Astra config ({err})") from err
@@ -65,6 +65,18 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt or not a safetensors file ({err})") from err
+
+
+def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A model folder's weights with today's names, whatever format wrote them (`astra_model.formats`);
+    a file that names none (e.g. written by hand) is read as the first format."""
+    state = read_weights(path)
+    with safe_open(str(path), "pt") as file:
+        fmt = (file.metadata() or {}).get("format", FORMATS[0])
+    try:
+        return upgrade_state(state, check_format(fmt, str(path)))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
 
 
 def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -96,7 +108,7 @@ def build_from_state(config: AstraConfig, state: dict[str, torch.Tensor], source
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> AstraWorldModel:
     config = read_config(directory)
     weights = Path(directory) / WEIGHTS_NAME
-    model = build_from_state(config, read_weights(weights), str(weights)).to(device)
+    model = build_from_state(config, read_model_weights(weights), str(weights)).to(device)
     seed = Path(directory) / SEED_FRAME_NAME
     if seed.is_file():
         try:

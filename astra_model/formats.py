@@ -1,15 +1,32 @@
-"""Model folders written before the configuration changed, read as today's.
+"""Model folders of earlier formats, read as today's.
 
-A folder's `config.json` names its format. Loading converts an earlier one:
+A folder's `config.json` and `model.safetensors` (in its metadata) name their format, `FORMAT` when written
+today. Loading converts an earlier one:
 
-- Switches that were removed (nothing shipped used them) are dropped when a folder leaves them off, their
+- `astra-ros/1` weights kept the extensions' modules inside MoAE's (`moae.motion`, `moae.local_motion`,
+  `moae.field`); they now sit beside it (`extensions.motion.head`, `extensions.local_motion`,
+  `extensions.action_field`), in the shared weights as in each separate world's.
+- Switches that were removed (nothing shipped used them) are dropped when a config leaves them off, their
   value when removed; one that is on is an error that names it, since the model would compute without it
   something else than it was trained to.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+import torch
+
+FORMAT = "astra-ros/2"
+FORMATS = ("astra-ros/1", FORMAT)
+
+# Where format 1 kept each extension module inside a world's weights, and where it is now.
+_MOVED_MODULES = {
+    "moae.motion.": "extensions.motion.head.",
+    "moae.local_motion.": "extensions.local_motion.",
+    "moae.field.": "extensions.action_field.",
+}
 
 # Removed switches, by their path in the config, each with the value that left it off.
 REMOVED_SWITCHES: dict[tuple[str, ...], Any] = {
@@ -34,3 +51,26 @@ def without_removed_switches(config: dict[str, Any]) -> dict[str, Any]:
         if value != off:
             raise ValueError(f"{'.'.join(path)} was removed; this model switches it on ({value!r}), so it cannot load")
     return out
+
+
+def check_format(fmt: str | None, source: str) -> str:
+    """`fmt` if this version reads it; ValueError naming `source` otherwise."""
+    if fmt not in FORMATS:
+        raise ValueError(f"{source}: format {fmt!r} is not one this version reads ({', '.join(FORMATS)})")
+    return fmt
+
+
+def upgrade_state(state: dict[str, torch.Tensor], fmt: str) -> dict[str, torch.Tensor]:
+    """A state dict of format `fmt` with today's names. Today's names convert to themselves, so a state dict
+    of unknown format can be read as the first."""
+    if fmt == FORMAT:
+        return state
+    return {_renamed(key): tensor for key, tensor in state.items()}
+
+
+def _renamed(key: str) -> str:
+    world, rest = re.match(r"^(worlds\.[^.]+\.)?(.*)$", key).groups()
+    for old, new in _MOVED_MODULES.items():
+        if rest.startswith(old):
+            return f"{world or ''}{new}{rest[len(old) :]}"
+    return key

@@ -1,16 +1,17 @@
-"""Per-token motion of the generated tokens' rotary positions, for small movers in a still view (ours).
+"""The local motion head (ours, `moae.local_motion`): per-token motion of the generated tokens' rotary
+positions, for small movers in a still view.
 
-MoAE's motion head shifts and zooms the whole view, which is how a driving or flying camera's image
-moves. A fixed camera watching an arm sees the commands move a few tokens and leave the rest still,
-and self-attention can only copy the arm from where it was if each of those queries looks up the
-history somewhere else. This head gives every generated token its own (row, column) offset per latent
+The motion head (`astra_model.view_motion`) shifts and zooms the whole view, which is how a driving or
+flying camera's image moves. A fixed camera watching an arm sees the commands move a few tokens and leave
+the rest still, and self-attention can only copy the arm from where it was if each of those queries looks
+up the history somewhere else. This head gives every generated token its own (row, column) offset per latent
 frame from:
 - the latest history frame's latents at the token and its eight neighbours (is this the arm, which
   link, or table?);
 - the token's image coordinates (x, y in [-1, 1]);
 - that latent frame's action features (MoAE's unified space).
 
-Offsets are summed over the chunk, as the global head's are. The last layer starts at zero, so a fresh
+Offsets are summed over the chunk, as the view's are. The last layer starts at zero, so a fresh
 head moves nothing and the model reproduces one without it exactly.
 """
 
@@ -19,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .init import zero_
 
 NEIGHBOURHOOD = 3  # tokens per side of the window read around each token
 
@@ -29,13 +32,7 @@ class LocalMotion(nn.Module):
         # A token covers 2x2 latent pixels (Wan's patch), so its window holds 4 C values per token.
         window = 4 * latent_channels * NEIGHBOURHOOD**2
         self.net = nn.Sequential(nn.Linear(window + 2 + unified_dim, hidden), nn.SiLU(), nn.Linear(hidden, 2))
-        self.reset()
-
-    @torch.no_grad()
-    def reset(self) -> None:
-        """Zero the output layer: no token moves."""
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        zero_(self.net[-1])
 
     def forward(self, latest: torch.Tensor, features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Offsets `[B, F, S, 2]` (rows, columns) of frame j's tokens, summed over frames 0..j.

@@ -16,10 +16,12 @@ from torch import nn
 from .actions import group_per_latent_frame, validate_actions
 from .blocks import LayerKV, Stream, astra_block
 from .config import AstraConfig
+from .extensions import ChunkInputs, Conditioning, WorldExtensions, condition
 from .history import History, HistoryEmbedder
-from .moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
+from .init import identity_
+from .moae import MixtureOfActionExperts, Routed
 from .pose_warp import PoseWarp
-from .rope import grid_positions, moved, rotary_embedding
+from .rope import grid_positions, rotary_embedding
 from .worlds import TrainedWeights, world_of
 
 if TYPE_CHECKING:
@@ -36,8 +38,6 @@ class AstraOutput:
     Attributes:
         velocity: `[B, C, F, h, w]` predicted flow-matching velocity (noise - x0).
         load_balance_loss: scalar MoAE router loss (0 without learned routing or actions).
-        motion_offsets: `[B, F * h/2 * w/2, 3]` (frame, row, column) shifts, in tokens, that the MoAE
-            motion heads gave the chunk tokens' rotary positions; None when no motion head ran.
         field_render: `[B, F * h/2 * w/2, 4 C]` the action field's renderer's prediction of each chunk
             token's clean latent (`moae.field_render`; a token's 2 x 2 latent pixels as `pixel_unshuffle`
             orders them); None without a renderer or actions.
@@ -45,7 +45,6 @@ class AstraOutput:
 
     velocity: torch.Tensor
     load_balance_loss: torch.Tensor
-    motion_offsets: torch.Tensor | None = None
     field_render: torch.Tensor | None = None
 
 
@@ -81,6 +80,8 @@ class AstraWorldModel(nn.Module):
         adapters: one ACT-Adapter `Linear(dim, dim)` per block after self-attention, identity at start.
         history_embedder: patch embedders for the 1x / 2x / 4x history slots.
         moae: Mixture of Action Experts.
+        extensions: the trained modules of our extensions that act on MoAE's features
+            (`astra_model.extensions`).
         worlds: per modality of `config.separate_worlds`, its own copy of the trained weights above
             (`astra_model.worlds`).
         pose_warp: per modality of `config.pose_warp`, the embedding of its warped latest history frame
@@ -101,13 +102,15 @@ class AstraWorldModel(nn.Module):
         self.adapters = nn.ModuleList(nn.Linear(dim, dim) for _ in range(blocks))
         self.history_embedder = HistoryEmbedder(config.latent_channels, dim)
         self.moae = MixtureOfActionExperts(config, blocks)
+        self.extensions = WorldExtensions(config, blocks)
         # Text context used when the caller gives none (a world model is usually driven without prompts).
         self.register_buffer("default_text_embeds", torch.zeros(config.text_len, config.backbone["text_dim"]))
         # Optional uint8 [H, W, 3] frame a rollout starts from when the user gives none (saved with the model).
         self.seed_frame: np.ndarray | None = None
         # Recompute block activations in backward instead of storing them (set by the trainer on GPUs).
         self.gradient_checkpointing = False
-        self.reset_adapters()
+        for adapter in self.adapters:
+            identity_(adapter)
         self.history_embedder.init_from_patch_embedding(self.backbone.patch_embedding)
         self.worlds = nn.ModuleDict({name: self.shared_weights().copy() for name in config.separate_worlds})
         self.pose_warp = nn.ModuleDict(
@@ -116,13 +119,6 @@ class AstraWorldModel(nn.Module):
         self.set_trainable()
 
     # -- construction ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def reset_adapters(self) -> None:
-        """ACT-Adapters to identity (weight I, bias 0): the model then reproduces its backbone."""
-        for adapter in self.adapters:
-            adapter.weight.copy_(torch.eye(adapter.weight.shape[0]))
-            adapter.bias.zero_()
-
     @torch.no_grad()
     def reset_worlds(self) -> None:
         """Every separate world's weights set to the shared ones: the model then computes the same in
@@ -133,19 +129,19 @@ class AstraWorldModel(nn.Module):
 
     def set_trainable(self) -> None:
         """Astra's split: self-attention, ACT-Adapters, history embedders and MoAE train (the shared ones
-        and every separate world's), and so do the pose warps' embeddings; cross-attention, FFN,
-        modulation, patch embedding, head and VAE stay frozen."""
+        and every separate world's), and so do the extensions' modules; cross-attention, FFN, modulation,
+        patch embedding, head and VAE stay frozen."""
         for name, param in self.backbone.named_parameters():
             param.requires_grad_(any(p in name for p in TRAINABLE_BACKBONE))
         self.vae.requires_grad_(False)
-        for module in (self.adapters, self.history_embedder, self.moae, self.worlds, self.pose_warp):
+        for module in (self.adapters, self.history_embedder, self.moae, self.extensions, self.worlds, self.pose_warp):
             module.requires_grad_(True)
 
     def shared_weights(self) -> TrainedWeights:
         """The shared trained weights, gathered as a separate world holds its own (the modules themselves,
         not copies)."""
         attn1 = nn.ModuleList(block.attn1 for block in self.backbone.blocks)
-        return TrainedWeights(attn1, self.adapters, self.history_embedder, self.moae)
+        return TrainedWeights(attn1, self.adapters, self.history_embedder, self.moae, self.extensions)
 
     def shared_names(self) -> dict[str, str]:
         """Each separate world's parameter name -> the name of the shared parameter it copies."""
@@ -224,80 +220,44 @@ class AstraWorldModel(nn.Module):
             kv_cache: reuse history keys/values across calls with the same history (block_causal only).
         """
         b, _, f, h, w = noisy_latents.shape
-        if h % 2 or w % 2:
-            raise ValueError(f"latent height and width must be even (Wan patch 1x2x2), got {h}x{w}")
+        self._check_inputs(noisy_latents, kv_cache)
         if isinstance(history, torch.Tensor):
             history = History.from_latents(history)
-        if kv_cache is not None and self.config.attention != "block_causal":
-            raise ValueError("a KV cache needs attention='block_causal'; 'full' attention re-reads the history")
-        block_causal = self.config.attention == "block_causal"
+        use_cache = kv_cache is not None and kv_cache.layers is not None
 
         # Conditions: timestep modulation per stream, text context.
         text = self._text_context(text_embeds, b)
         temb, t_mod, context = self._conditions(timestep, text)
+
+        # The trained weights of the world the actions command, and MoAE's routed actions.
+        weights = self.weights_for(actions)
+        routed, lb_loss = self._route_actions(weights.moae, actions, f, b, action_mask, noisy_latents, history)
+
+        # Streams: the chunk's tokens, and the packed history's unless its keys and values are cached.
         first_index = history.next_index if history is not None else 0
         chunk_pos = grid_positions(torch.arange(first_index, first_index + f), h // 2, w // 2)
-        head_dim = self.config.backbone["attention_head_dim"]
         chunk_x = self.backbone.patch_embedding(noisy_latents).flatten(2).transpose(1, 2)
-        tokens_per_frame = chunk_x.shape[1] // f
-
-        # A camera world's last view turned by its commands, added to the chunk's tokens (`config.pose_warp`).
-        warp = next((name for name in actions or {} if name in self.pose_warp), None)
-        if warp is not None and history is not None:
-            turned = self.pose_warp[warp](
-                history.latents[:, :, -1], actions[warp], self.config.temporal_ratio, action_mask
-            )
-            chunk_x = chunk_x + turned.to(chunk_x.dtype)
-
-        # Weights: the shared ones, or a separate world's own.
-        world = world_of(actions, self.config.separate_worlds)
-        weights = self.worlds[world] if world is not None else self.shared_weights()
-        moae = weights.moae
-
-        # Actions: one routed vector per latent frame, broadcast to that frame's tokens in each block
-        # (plus each token's own with `moae.action_field`).
-        routed, lb_loss = self._route_actions(moae, actions, f, b, action_mask, noisy_latents, history)
-
-        field = rendered = None
-        if routed is not None and moae.field is not None:
-            field, rendered = moae.field_embedding(routed.chunk, chunk_pos, h // 2, w // 2)
-        spatial = self.config.moae.spatial
-        chunk_basis = spatial_basis(chunk_pos, h // 2, w // 2) if spatial else None
-        hist_stream = hist_basis = None
-        use_cache = kv_cache is not None and kv_cache.layers is not None
+        hist_x = hist_pos = None
         if history is not None and not use_cache:
             hist_x, hist_pos = weights.history_embedder(history, self.config.history)
-            hist_basis = spatial_basis(hist_pos, h // 2, w // 2) if spatial else None
-            h_mod = self._conditions(torch.zeros_like(timestep), text)[1] if block_causal else t_mod
-            hist_stream = Stream(
-                hist_x.to(chunk_x.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), chunk_x)
-            )
-        chunk_rope = _to(rotary_embedding(chunk_pos, head_dim), chunk_x)
-        offsets = None
-        if routed is not None and moae.moves:
-            latest = history.latents[:, :, -1] if history is not None else None
-            offsets = moae.motion_offsets(routed.chunk, h // 2, w // 2, latest)
-            chunk_rope = moved(chunk_rope, offsets, head_dim)
-        chunk_stream = Stream(chunk_x, t_mod, None, chunk_rope)
+        ext = self._conditioning(weights, actions, routed, action_mask, history, chunk_pos, hist_pos, h, w)
+        head_dim = self.config.backbone["attention_head_dim"]
+        chunk_rope = ext.chunk_rope(_to(rotary_embedding(chunk_pos, head_dim), chunk_x), head_dim)
+        chunk_stream = Stream(ext.chunk_tokens(chunk_x), t_mod, None, chunk_rope)
+        hist_stream = None if hist_x is None else self._history_stream(hist_x, hist_pos, timestep, text, t_mod, chunk_x)
 
-        # Blocks.
+        # Blocks: each frozen Wan block with the world's self-attention and ACT-Adapter, and MoAE's
+        # embedding of each latent frame's actions added to that frame's tokens.
         new_cache = []
         blocks = zip(self.backbone.blocks, weights.attn1, weights.adapters, strict=True)
         for i, (block, attn, adapter) in enumerate(blocks):
             if routed is not None:
-                per_frame = moae.block_embedding(i, routed.chunk)
-                embedding = at_tokens(per_frame.repeat_interleave(tokens_per_frame, dim=1), chunk_basis)
-                if field is not None:
-                    embedding = embedding + field[:, :, i]
-                chunk_stream.action = embedding
+                per_frame = weights.moae.block_embedding(i, routed.chunk)
+                chunk_stream.action = ext.chunk_action(i, per_frame.repeat_interleave(chunk_x.shape[1] // f, dim=1))
                 if hist_stream is not None:
-                    hist_stream.action = at_tokens(self._history_embedding(moae, i, routed), hist_basis)
+                    hist_stream.action = ext.history_action(self._history_embedding(weights.moae, i, routed))
             cached = kv_cache.layers[i] if use_cache else None
-            args = (block, attn, adapter, chunk_stream, hist_stream, context, block_causal, cached)
-            if self.gradient_checkpointing and torch.is_grad_enabled():
-                chunk_stream.x, hist_x, kv = torch.utils.checkpoint.checkpoint(astra_block, *args, use_reentrant=False)
-            else:
-                chunk_stream.x, hist_x, kv = astra_block(*args)
+            chunk_stream.x, hist_x, kv = self._block(block, attn, adapter, chunk_stream, hist_stream, context, cached)
             if hist_stream is not None:
                 hist_stream.x = hist_x
             new_cache.append(kv)
@@ -305,24 +265,35 @@ class AstraWorldModel(nn.Module):
             kv_cache.layers = new_cache
 
         # Head, on chunk tokens only.
-        return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, offsets, rendered)
+        return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, ext.render)
+
+    def weights_for(self, actions: Mapping[str, torch.Tensor] | None) -> TrainedWeights:
+        """The trained weights a call with `actions` runs on: the shared ones, or those of the separate
+        world the actions command (`astra_model.worlds`)."""
+        world = world_of(actions, self.config.separate_worlds)
+        return self.worlds[world] if world is not None else self.shared_weights()
 
     def field_drawing(self, actions: Mapping[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:
         """The action field's renderer's drawing `[B, F * h/2 * w/2, 4 C]` (as `AstraOutput.field_render`) of a
         chunk of latents shaped `latent_shape` `[B, C, F, h, w]` under `actions` (as the model reads them),
         without running the transformer; None when the commanded world's field has no renderer."""
         b, _, f, h, w = latent_shape
-        world = world_of(actions, self.config.separate_worlds)
-        moae = (self.worlds[world] if world is not None else self.shared_weights()).moae
-        if moae.field is None or moae.field.renderer is None:
+        weights = self.weights_for(actions)
+        field = weights.extensions.action_field
+        if field is None or field.renderer is None:
             return None
-        like = moae.field.renderer[0].weight
-        routed, _ = self._route_actions(moae, actions, f, b, None, like, None)
+        routed, _ = self._route_actions(weights.moae, actions, f, b, None, field.renderer[0].weight, None)
         # The field reads a token's place in the image, not its frame index.
-        positions = grid_positions(torch.arange(f), h // 2, w // 2)
-        return moae.field_drawing(routed.chunk, positions, h // 2, w // 2)
+        return field.drawing(routed.chunk, grid_positions(torch.arange(f), h // 2, w // 2), h // 2, w // 2)
 
     # -- forward helpers ---------------------------------------------------------------------------
+    def _check_inputs(self, noisy_latents: torch.Tensor, kv_cache: KVCache | None) -> None:
+        h, w = noisy_latents.shape[-2:]
+        if h % 2 or w % 2:
+            raise ValueError(f"latent height and width must be even (Wan patch 1x2x2), got {h}x{w}")
+        if kv_cache is not None and self.config.attention != "block_causal":
+            raise ValueError("a KV cache needs attention='block_causal'; 'full' attention re-reads the history")
+
     def _text_context(self, text_embeds: torch.Tensor | None, batch: int) -> torch.Tensor:
         if text_embeds is None:
             return self.default_text_embeds.unsqueeze(0).expand(batch, -1, -1)
@@ -360,6 +331,50 @@ class AstraWorldModel(nn.Module):
             for item in (*chunk_routed, *hist_routed):
                 item.gates = item.gates * keep
         return RoutedActions(chunk_routed, hist_routed, hist_tokens), lb_loss
+
+    def _conditioning(
+        self,
+        weights: TrainedWeights,
+        actions: Mapping[str, torch.Tensor] | None,
+        routed: RoutedActions | None,
+        action_mask: torch.Tensor | None,
+        history: History | None,
+        chunk_pos: torch.Tensor,
+        hist_pos: torch.Tensor | None,
+        h: int,
+        w: int,
+    ) -> Conditioning:
+        """What the extensions do to this pass (`astra_model.extensions`): nothing without actions."""
+        if routed is None:
+            return Conditioning()
+        inputs = ChunkInputs(actions, routed.chunk, action_mask, history, chunk_pos, hist_pos, h // 2, w // 2)
+        return condition(self.config, weights.extensions, self.pose_warp, inputs)
+
+    def _history_stream(
+        self,
+        hist_x: torch.Tensor,
+        hist_pos: torch.Tensor,
+        timestep: torch.Tensor,
+        text: torch.Tensor,
+        t_mod: torch.Tensor,
+        like: torch.Tensor,
+    ) -> Stream:
+        """The history's stream, in the dtype of the chunk's tokens `like`: clean (timestep 0) under
+        block-causal attention, else modulated as the chunk is (`t_mod`)."""
+        h_mod = self._conditions(torch.zeros_like(timestep), text)[1] if self._block_causal else t_mod
+        head_dim = self.config.backbone["attention_head_dim"]
+        return Stream(hist_x.to(like.dtype), h_mod, None, _to(rotary_embedding(hist_pos, head_dim), like))
+
+    def _block(self, block, attn, adapter, chunk: Stream, history: Stream | None, context, cached: LayerKV | None):
+        """One block (`astra_model.blocks.astra_block`), recomputed in backward under gradient checkpointing."""
+        args = (block, attn, adapter, chunk, history, context, self._block_causal, cached)
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(astra_block, *args, use_reentrant=False)
+        return astra_block(*args)
+
+    @property
+    def _block_causal(self) -> bool:
+        return self.config.attention == "block_causal"
 
     def _history_commands(
         self, grouped: dict[str, torch.Tensor], history: History | None

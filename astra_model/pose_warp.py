@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 from torch import nn
 
+from .init import zero_
+
 
 def cumulative_rotations(relative_poses: torch.Tensor, group: int) -> torch.Tensor:
     """`[B, N, 7]` poses, each relative to the one before, -> `[B, N / group, 3, 3]` rotation matrices of
@@ -90,8 +92,7 @@ class PoseWarp(nn.Module):
         self.fov_deg = fov_deg
         # Wan's patch size over the warped latents and the channel saying where they are valid.
         self.embed = nn.Conv3d(channels + 1, dim, kernel_size=(1, 2, 2), stride=(1, 2, 2))
-        nn.init.zeros_(self.embed.weight)
-        nn.init.zeros_(self.embed.bias)
+        zero_(self.embed)
 
     def warped(self, latest: torch.Tensor, relative_poses: torch.Tensor, group: int) -> torch.Tensor:
         """`latest` `[B, C, h, w]` seen through each latent frame's rotation -> `[B, C + 1, F, h, w]`: the

@@ -35,22 +35,23 @@ import numpy as np
 import torch
 import yaml
 from diffusers import AutoencoderKLWan
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from .action_field import widened
-from .checkpoint import WEIGHTS_NAME
+from .checkpoint import WEIGHTS_NAME, read_model_weights
 from .config import AstraConfig
 from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
-from .moae import encoder_with_targets
+from .formats import FORMAT
 from .model import AstraWorldModel
+from .relative_commands import encoder_with_targets
 from .training import flow_matching_loss, render_error
 
 ABLATIONS = ("no_noise_aug", "no_afg", "shared_expert")
 STAGES = ("vae", "decoder", "backbone", "astra", "renderer")
 # What the `renderer` stage fits.
-RENDERER_PARTS = ("field.renderer.",)
+RENDERER_PARTS = ("action_field.renderer.",)
 # Stage settings that are gone (no recipe used them), each with the value that left it off: a YAML may still
 # name one at that value.
 REMOVED_SETTINGS = {
@@ -477,6 +478,7 @@ def save_checkpoint(directory: Path, module, optimizer, step: int, rng: np.rando
     save_file(
         {n: p.detach().cpu().contiguous() for n, p in _trainable(module).items()},
         str(directory / "trainable.safetensors"),
+        metadata={"format": FORMAT},
     )
     torch.save({"optimizer": optimizer.state_dict(), "torch_rng": gen.get_state()}, directory / "optimizer.pt")
     (directory / "state.json").write_text(json.dumps({"step": step, "numpy_rng": rng.bit_generator.state}))
@@ -488,7 +490,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def load_checkpoint(directory: Path, module, optimizer, rng: np.random.Generator, gen) -> int:
-    weights = load_file(str(directory / "trainable.safetensors"))
+    weights = read_model_weights(directory / "trainable.safetensors")
     params = _trainable(module)
     if set(weights) != set(params):
         raise ValueError(f"{directory}: checkpoint parameters do not match this stage's trainable parameters")
@@ -512,7 +514,7 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     `directory` lacks (its world was shared there) starts from the shared weight it copies. Raises
     ValueError when nothing matches."""
     file = directory / "trainable.safetensors"
-    weights = load_file(str(file if file.is_file() else directory / WEIGHTS_NAME))
+    weights = read_model_weights(file if file.is_file() else directory / WEIGHTS_NAME)
     params = _trainable(module)
     config = getattr(module, "config", None)
     for modality in getattr(config, "command_targets", []):
@@ -520,7 +522,7 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
             if name in params and weights[name].shape != params[name].shape:
                 weights[name] = encoder_with_targets(weights[name], config.modalities[modality], config.stacked_frames)
                 print(f"warm start: {name} widened to read {modality}'s targets, their columns zero")
-    for name in [n for n in weights if (".field.net." in n or ".field.renderer." in n) and n in params]:
+    for name in [n for n in weights if (".action_field.net." in n or ".action_field.renderer." in n) and n in params]:
         if weights[name].shape != params[name].shape:
             weights[name] = widened(weights[name], params[name].detach())
             print(f"warm start: {name} widened to {list(params[name].shape)}")

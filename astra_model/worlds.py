@@ -1,8 +1,9 @@
 """Separate worlds (`AstraConfig.separate_worlds`): a modality's own copy of every weight Astra trains.
 
 One model serves several embodiments, which share the frozen backbone and VAE. By default they also
-share the trained weights (self-attention, ACT-Adapters, history embedders, MoAE), so training one
-world moves the others: an arm trained alone at its partings forgets how a mobile robot's view turns.
+share the trained weights (self-attention, ACT-Adapters, history embedders, MoAE and the extensions'
+modules that read its features), so training one world moves the others: an arm trained alone at its
+partings forgets how a mobile robot's view turns.
 A separate world runs the same frozen blocks with its own `TrainedWeights`, which start as a copy of the
 shared ones; its batches then train only its copy.
 """
@@ -14,6 +15,7 @@ import copy
 from torch import nn
 
 from .config import AstraConfig
+from .extensions import WorldExtensions
 from .history import HistoryEmbedder
 from .moae import MixtureOfActionExperts
 
@@ -25,7 +27,8 @@ class TrainedWeights(nn.Module):
         attn1: each backbone block's self-attention (`WanAttention`), in block order.
         adapters: one ACT-Adapter `Linear(dim, dim)` per block.
         history_embedder: patch embedders of the history slots.
-        moae: Mixture of Action Experts, with its motion heads.
+        moae: Mixture of Action Experts.
+        extensions: the extensions' modules that read MoAE's features (`astra_model.extensions`).
     """
 
     def __init__(
@@ -34,12 +37,14 @@ class TrainedWeights(nn.Module):
         adapters: nn.ModuleList,
         history_embedder: HistoryEmbedder,
         moae: MixtureOfActionExperts,
+        extensions: WorldExtensions,
     ) -> None:
         super().__init__()
         self.attn1 = attn1
         self.adapters = adapters
         self.history_embedder = history_embedder
         self.moae = moae
+        self.extensions = extensions
 
     def copy(self) -> TrainedWeights:
         """An independent copy (the MoAE keeps referring to the same `AstraConfig`)."""

@@ -13,7 +13,7 @@ from conftest import added_term, randomise_action_path, tiny_config, trained
 
 from astra_model import AstraWorldModel
 from astra_model.action_field import ActionField, latent_tokens, widened
-from astra_model.moae import MixtureOfActionExperts, Routed
+from astra_model.moae import Routed
 from astra_model.rope import grid_positions
 from astra_model.train import warm_start
 from astra_model.training import render_error
@@ -44,11 +44,10 @@ def test_each_token_gets_its_own_embedding_per_block_and_frame():
 
 
 def test_dropped_actions_get_no_field():
-    moae = MixtureOfActionExperts(tiny_config(moae={"unified_dim": 3, "action_field": True}), 2)
-    trained(moae.field, std=0.5)
+    field = trained(ActionField(3, 64, 2), std=0.5)
     features, gates = torch.randn(2, 2, 3), torch.tensor([[[1.0, 0, 0]] * 2, [[0.0, 0, 0]] * 2])
-    out, rendered = moae.field_embedding([Routed(features, gates)], grid_positions(torch.arange(2), 3, 4), 3, 4)
-    assert out.shape == (2, 2 * 12, 2, moae.config.dim) and rendered is None
+    out, rendered = field.embed([Routed(features, gates)], grid_positions(torch.arange(2), 3, 4), 3, 4)
+    assert out.shape == (2, 2 * 12, 2, 64) and rendered is None
     assert out[0].abs().min() > 0 and not out[1].any()
 
 
@@ -57,11 +56,11 @@ def test_the_field_trains_with_the_action_path_and_changes_predictions_once_trai
     acts = {"twist": torch.randn(1, 8, 6)}
     torch.manual_seed(0)
     model = AstraWorldModel(tiny_config(moae={"action_field": True})).eval()
-    assert all(p.requires_grad for p in model.moae.field.parameters())
+    assert all(p.requires_grad for p in model.extensions.action_field.parameters())
     with torch.no_grad():
         before = model(x, t, acts, hist).velocity
         torch.manual_seed(1)
-        model.moae.field.net[-1].weight.normal_(std=0.5)
+        model.extensions.action_field.net[-1].weight.normal_(std=0.5)
         assert not torch.allclose(model(x, t, acts, hist).velocity, before)
 
 
@@ -85,16 +84,16 @@ def test_a_wider_field_warm_starts_from_a_narrow_one_and_predicts_the_same(tmp_p
     torch.manual_seed(0)
     narrow = AstraWorldModel(tiny_config(moae={"action_field": True, "field_hidden": 16})).eval()
     randomise_action_path(narrow)
-    trained(narrow.moae.field, std=0.3)
+    trained(narrow.extensions.action_field, std=0.3)
     narrow.save_pretrained(tmp_path)
     wide = AstraWorldModel(narrow.config.replace(moae={"field_hidden": 48}), backbone=narrow.backbone, vae=narrow.vae)
     wide.set_trainable()
-    assert warm_start(wide, tmp_path) == [] and wide.moae.field.net[0].weight.shape[0] == 48
+    assert warm_start(wide, tmp_path) == [] and wide.extensions.action_field.net[0].weight.shape[0] == 48
     x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
     acts = {"twist": torch.randn(1, 8, 6)}
     with torch.no_grad():
         expected, got = narrow(x, t, acts, hist).velocity, wide.eval()(x, t, acts, hist).velocity
-    assert narrow.moae.field.net[-1].weight.abs().min() > 0  # the saved field does change predictions
+    assert narrow.extensions.action_field.net[-1].weight.abs().min() > 0  # the saved field does change predictions
     torch.testing.assert_close(got, expected)
     assert AstraWorldModel.from_pretrained(tmp_path).config.moae.field_hidden == 16
 
@@ -108,15 +107,15 @@ def test_a_renderer_joins_a_saved_field_without_changing_its_predictions(tmp_pat
     torch.manual_seed(0)
     plain = AstraWorldModel(tiny_config(moae={"action_field": True})).eval()
     randomise_action_path(plain)
-    trained(plain.moae.field, std=0.3)
+    trained(plain.extensions.action_field, std=0.3)
     plain.save_pretrained(tmp_path)
     config = plain.config.replace(moae={"field_render": True})
     rendering = AstraWorldModel(config, backbone=plain.backbone, vae=plain.vae)
     rendering.set_trainable()
     fresh = warm_start(rendering, tmp_path)
-    assert fresh == sorted(f"moae.field.renderer.{i}.{k}" for i in (0, 2, 4) for k in ("bias", "weight"))
-    field = rendering.moae.field
-    inputs = plain.moae.field.net[0].in_features
+    assert fresh == sorted(f"extensions.action_field.renderer.{i}.{k}" for i in (0, 2, 4) for k in ("bias", "weight"))
+    field = rendering.extensions.action_field
+    inputs = plain.extensions.action_field.net[0].in_features
     assert field.net[0].in_features == inputs + 4 * 16 and not field.net[0].weight[:, inputs:].any()
     trained(field.renderer, std=0.3)  # a fitted renderer draws something
     x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
@@ -158,8 +157,9 @@ def test_the_render_term_is_added_with_its_weight_and_trains_the_renderer_alone(
     assert render > 0
     render.backward()
     # The render term trains the renderer alone: the field and the encoders behind it learn from the flow.
-    assert all(p.grad.abs().sum() > 0 for p in model.moae.field.renderer.parameters())
-    assert all(p.grad is None for p in (*model.moae.field.net.parameters(), *model.moae.encoders.parameters()))
+    assert all(p.grad.abs().sum() > 0 for p in model.extensions.action_field.renderer.parameters())
+    field = model.extensions.action_field
+    assert all(p.grad is None for p in (*field.net.parameters(), *model.moae.encoders.parameters()))
     assert added_term({"action_field": True}, "field_render_weight", "render")[1] == 0  # no renderer
 
 

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import randomise_action_path
+from conftest import randomise_action_path, tiny_config
 from safetensors.torch import load_file, save_file
 
 from astra_model import AstraWorldModel
@@ -112,3 +112,29 @@ def test_a_removed_switch_loads_when_off_and_is_named_when_on(saved, path, on):
     (folder / "config.json").write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match=re.escape(f"{'.'.join(path)} was removed; this model switches it on")):
         AstraWorldModel.from_pretrained(folder)
+
+
+# Where format 1 kept the extensions' modules (inside MoAE's), by where they are now.
+FORMAT_1_NAMES = {
+    "extensions.motion.head.": "moae.motion.",
+    "extensions.local_motion.": "moae.local_motion.",
+    "extensions.action_field.": "moae.field.",
+}
+
+
+def test_format_1_weights_load_under_todays_names(tmp_path):
+    torch.manual_seed(0)
+    moae = {"spatial": True, "motion": True, "local_motion": True, "action_field": True, "field_render": True}
+    model = AstraWorldModel(tiny_config(moae=moae, separate_worlds=["joints"]))
+    for param in model.parameters():
+        torch.nn.init.normal_(param)
+    model.save_pretrained(tmp_path)
+    old = {}
+    for key, tensor in load_file(str(tmp_path / "model.safetensors")).items():
+        for new, before in FORMAT_1_NAMES.items():
+            key = key.replace(new, before)
+        old[key] = tensor
+    assert "worlds.joints.moae.field.renderer.0.weight" in old and "moae.motion.weight" in old
+    save_file(old, str(tmp_path / "model.safetensors"), metadata={"format": "astra-ros/1"})
+    loaded = AstraWorldModel.from_pretrained(tmp_path).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())

@@ -8,15 +8,16 @@ import torch
 from conftest import randomise_action_path, tiny_config, trained
 
 from astra_model import AstraWorldModel
+from astra_model.extensions import WorldExtensions
 from astra_model.local_motion import LocalMotion
-from astra_model.moae import MixtureOfActionExperts, Routed
+from astra_model.moae import Routed
 
 
 @pytest.mark.parametrize(
     ("head", "prefix"),
     [
-        ({"local_motion": True}, "moae.local_motion."),
-        ({"action_field": True}, "moae.field."),
+        ({"local_motion": True}, "extensions.local_motion."),
+        ({"action_field": True}, "extensions.action_field."),
     ],
 )
 def test_a_fresh_head_changes_nothing_and_the_model_reproduces_one_without_it(head, prefix):
@@ -51,16 +52,16 @@ def test_offsets_shape_cumulative_and_read_from_the_token_window():
 
 
 def test_dropped_actions_do_not_move_tokens_and_a_history_is_required():
-    moae = MixtureOfActionExperts(tiny_config(moae={"unified_dim": 3, "local_motion": True}), 1)
-    trained(moae.local_motion)
+    extensions = WorldExtensions(tiny_config(moae={"unified_dim": 3, "local_motion": True}), 1)
+    trained(extensions.local_motion)
     features, gates = torch.randn(2, 2, 3), torch.tensor([[[1.0, 0, 0]] * 2, [[0.0, 0, 0]] * 2])
-    offsets = moae.motion_offsets([Routed(features, gates)], 4, 4, torch.randn(2, 16, 8, 8)).view(2, 2, 16, 3)
+    offsets = extensions.offsets([Routed(features, gates)], 4, 4, torch.randn(2, 16, 8, 8)).view(2, 2, 16, 3)
     assert offsets[0, :, :, 1:].abs().min() > 0 and not offsets[1].any()
     assert not offsets[..., 0].any()  # tokens move within their frame only
     with pytest.raises(ValueError, match=r"moae\.local_motion needs the latest history frame"):
-        moae.motion_offsets([Routed(features, gates)], 4, 4)
+        extensions.offsets([Routed(features, gates)], 4, 4, None)
 
 
 def test_the_local_head_trains_with_the_action_path():
     model = AstraWorldModel(tiny_config(moae={"local_motion": True}))
-    assert all(p.requires_grad for p in model.moae.local_motion.parameters())
+    assert all(p.requires_grad for p in model.extensions.local_motion.parameters())

@@ -60,7 +60,7 @@ def test_dropped_actions_neither_embed_nor_move_tokens():
     model = AstraWorldModel(AstraConfig.preset("tiny").replace(moae={"spatial": True, "motion": True})).eval()
     randomise_action_path(model)
     with torch.no_grad():
-        model.moae.motion.weight.normal_(0, 0.5)
+        model.extensions.motion.head.weight.normal_(0, 0.5)
     x, t, hist = torch.randn(2, 16, 2, 8, 8), torch.tensor([500.0, 200.0]), torch.randn(2, 16, 3, 8, 8)
     acts = {"twist": torch.randn(2, 8, 6)}
     with torch.no_grad():

@@ -10,10 +10,12 @@ from conftest import tiny_config
 
 from astra_model import AstraConfig, AstraWorldModel, History, HistoryConfig
 from astra_model.actions import group_per_latent_frame
+from astra_model.extensions import WorldExtensions
 from astra_model.history import slot_layout
-from astra_model.moae import MixtureOfActionExperts, Routed, at_tokens, spatial_basis
+from astra_model.moae import MixtureOfActionExperts, Routed
 from astra_model.rope import grid_positions, moved, rotary_embedding
 from astra_model.sampler import sample_chunk
+from astra_model.spatial import at_tokens, spatial_basis
 from astra_model.training import flow_matching_loss, noise_augment_history, pair_error, shift_sigma
 
 
@@ -85,18 +87,18 @@ def test_moved_rotary_tables_are_those_of_the_moved_positions():
 
 
 def test_motion_offsets_shift_and_zoom_each_frame_by_the_motion_so_far():
-    moae = MixtureOfActionExperts(tiny_config(moae={"unified_dim": 2, "motion": True, "routing": "modality"}), 1)
+    extensions = WorldExtensions(tiny_config(moae={"unified_dim": 2, "motion": True, "routing": "modality"}), 1)
     with torch.no_grad():
-        moae.motion.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
-        moae.motion.bias.copy_(torch.tensor([0.0, 0.0, math.log(2)]))
+        extensions.motion.head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+        extensions.motion.head.bias.copy_(torch.tensor([0.0, 0.0, math.log(2)]))
     features = torch.tensor([[[1.0, -2.0], [0.5, 0.0]]])  # frame 0 moves (1, -2), frame 1 by (0.5, 0) more
     gates = torch.tensor([[[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
-    offsets = moae.motion_offsets([Routed(features, gates)], 2, 2).view(2, 2, 2, 3)
+    offsets = extensions.offsets([Routed(features, gates)], 2, 2, None).view(2, 2, 2, 3)
     # Frame 0: zoom 2 about the centre (rows/cols at -0.5, 0.5 move by -0.5, +0.5), then the shift.
     assert offsets[0, 0, 0].tolist() == [0.0, 1 - 0.5, -2 - 0.5] and offsets[0, 1, 1].tolist() == [0.0, 1.5, -1.5]
     # Frame 1: zoom 4 (moves -1.5 / +1.5) after a total shift of (1.5, -2).
     assert offsets[1, 0, 1].tolist() == [0.0, 1.5 - 1.5, -2 + 1.5]
-    dropped = moae.motion_offsets([Routed(features, torch.zeros_like(gates))], 2, 2)
+    dropped = extensions.offsets([Routed(features, torch.zeros_like(gates))], 2, 2, None)
     assert not dropped.any()  # a sample whose actions were dropped does not move
 
 

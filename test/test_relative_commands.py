@@ -10,7 +10,7 @@ from conftest import randomise_action_path, sampled_chunk_commands, tiny_config
 from astra_model import AstraWorldModel
 from astra_model.actions import as_model_reads
 from astra_model.data import VideoEpisode, action_stats
-from astra_model.moae import encoder_with_targets
+from astra_model.relative_commands import encoder_with_targets
 from astra_model.train import warm_start
 
 JOINTS = {"joints": 4}

@@ -298,11 +298,11 @@ def test_stage_three_warm_starts_from_a_trained_run_and_leaves_new_heads_fresh(
     params = {n: p for n, p in stage.module.named_parameters() if p.requires_grad}
     for source in (first, tmp_path / "astra/checkpoints/step_0000002"):
         fresh = warm_start(stage.module, source)
-        assert fresh and all(n.startswith("moae.local_motion.") for n in fresh)
+        assert fresh and all(n.startswith("extensions.local_motion.") for n in fresh)
         for name, param in params.items():
             if name not in fresh:
                 assert torch.equal(param, trained[name]), name
-        assert not stage.module.moae.local_motion.net[-1].weight.any()  # the new head still moves nothing
+        assert not stage.module.extensions.local_motion.net[-1].weight.any()  # the new head still moves nothing
     with pytest.raises(ValueError, match="no trainable parameter of this stage has a tensor of its name and shape"):
         warm_start(stage.module, Path(vae_dir).parent / "checkpoints/step_0000002")
 
