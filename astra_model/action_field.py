@@ -1,9 +1,9 @@
 """Action field: each generated token's action embedding as a nonlinear function of the commands and
-of where the token sits in the image (ours, `moae.action_field`).
+of where the token sits in the image (ours, `extensions.action_field`).
 
 A fixed camera sees a joint command only where the links it drives are, and where they are is a
 nonlinear function of the joint angles (forward kinematics, then projection). MoAE's embeddings are
-linear in the action features and at most affine across the image (`moae.spatial`), so no expert can
+linear in the action features and at most affine across the image (`extensions.spatial`), so no expert can
 say "the forearm will cover this token". The field is a small MLP, as neural fields are, read at
 every generated token from:
 - that latent frame's action features (MoAE's unified space);
@@ -13,7 +13,7 @@ Its output, one embedding per block, is added to the experts' embedding of the t
 tokens get it: history tokens show where the arm was. The last layer starts at zero, so a fresh field
 adds nothing and the model reproduces one without it exactly.
 
-With `render_dim` > 0 (`moae.field_render`) a second MLP of the same inputs, the renderer, predicts
+With `render_dim` > 0 (`extensions.action_field.render`) a second MLP of the same inputs, the renderer, predicts
 the token's clean latent, and the field reads that drawing beside its inputs. Through the flow loss
 alone the field learns where the links go only as far as the frozen network downstream makes use of
 it: measured on the demo arm world, a field trained that way draws the arm no better with its own commands

@@ -58,10 +58,9 @@ def as_model_reads(
     actions: Mapping[str, torch.Tensor], config: AstraConfig, previous: Mapping[str, torch.Tensor] | None = None
 ) -> dict[str, torch.Tensor]:
     """Commands `[B, N, D]` as the model reads them: `config.relative_poses` modalities become each
-    frame's pose relative to the one before, `config.relative_commands` modalities each frame's change
-    since the command before (`previous[name]` `[B, D]` before the first, if known; else the first reads
-    as no change), followed by the command itself for `config.command_targets` modalities (`[B, N, 2D]`);
-    the rest are unchanged."""
+    frame's pose relative to the one before, `config.extensions.relative_commands` modalities each frame's
+    change since the command before, and maybe the command beside it (`astra_model.relative_commands`);
+    the rest are unchanged. `previous[name]` `[B, D]` is the command before the first, if known."""
     out = dict(actions)
     before = previous or {}
     for name in config.relative_poses:
@@ -72,13 +71,13 @@ def as_model_reads(
             except ValueError as err:
                 raise ValueError(f"actions[{name!r}]: {err}") from err
             out[name] = torch.from_numpy(rel).to(out[name])
-    for name in config.relative_commands:
+    for name, reading in config.extensions.relative_commands.items():
         if name in out:
-            out[name] = read_relative(out[name], before.get(name), name in config.command_targets)
+            out[name] = read_relative(out[name], before.get(name), reading == "change_and_target")
     return out
 
 
 def last_commands(commands: Mapping[str, torch.Tensor], config: AstraConfig) -> dict[str, torch.Tensor]:
     """The latest `[B, D]` command of each modality the model reads relative to the one before."""
-    relative = set(config.relative_poses) | set(config.relative_commands)
+    relative = {*config.relative_poses, *config.extensions.relative_commands}
     return {k: v[:, -1] for k, v in commands.items() if k in relative}

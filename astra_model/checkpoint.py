@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import AstraConfig
-from .formats import FORMAT, FORMATS, check_format, upgrade_state, without_removed_switches
+from .formats import FORMAT, FORMATS, check_format, upgrade_config, upgrade_state
 from .model import AstraWorldModel
 
 CONFIG_NAME = "config.json"
@@ -51,8 +51,7 @@ def read_config(directory: str | Path) -> AstraConfig:
         raise CheckpointError(f"{path}: missing (is {Path(directory)} an Astra model folder?)")
     try:
         data = json.loads(path.read_text())
-        check_format(data.get("format"), str(path))
-        return AstraConfig.from_dict(without_removed_switches(data["config"]))
+        return AstraConfig.from_dict(upgrade_config(data["config"], check_format(data.get("format"), str(path))))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: not a valid Astra config ({err})") from err
 

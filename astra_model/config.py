@@ -2,7 +2,8 @@
 
 `AstraConfig` holds everything needed to rebuild a model: the frozen Wan backbone's diffusers config,
 the VAE config, the action modalities, MoAE, the history layout, noise augmentation, the attention
-mode and the sampler defaults. It round-trips through JSON (`to_dict` / `from_dict`).
+mode and the sampler defaults, which are the paper's; the worlds the model simulates; and our extensions
+(`ExtensionsConfig`, `astra_model.extensions`). It round-trips through JSON (`to_dict` / `from_dict`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from .vae import frames_per_latent
 Routing = Literal["learned", "modality"]
 AttentionMode = Literal["full", "block_causal"]
 ActionGrouping = Literal["stack", "mean"]
+CommandReading = Literal["change", "change_and_target"]
+COMMAND_READINGS = ("change", "change_and_target")
+
+# The world of the modalities that no world of `AstraConfig.worlds` names.
+SHARED_WORLD = "shared"
 
 
 @dataclass
@@ -32,30 +38,6 @@ class MoAEConfig:
             released code's fixed routing, one expert per modality.
         load_balance_weight: weight of the Switch-style load-balancing loss (learned routing only).
         modality_experts: expert index per modality for `"modality"` routing; default: declaration order.
-        spatial: each expert gives three embeddings, mixed per token as `e_1 + x e_x + y e_y` with the
-            token's image coordinates `x, y` in [-1, 1] (ours, not the paper's). Wan tokens carry no
-            absolute position in their hidden states (RoPE acts only inside attention), so a broadcast
-            action embedding cannot say *where* the image should change; this lets it, the way camera
-            models' per-pixel ray (Pluecker) embeddings do, which are also affine in (x, y, 1).
-        motion: the actions also move where the generated tokens sit for rotary attention (ours, not
-            the paper's). A zero-initialised head maps each latent frame's action features to a shift
-            (rows, columns) and a log-zoom, summed over the chunk; a token then attends to the history
-            as if it stood where the camera's motion brought its content from. Self-attention can
-            copy from a moved position at once, where learning the motion from an added embedding
-            alone takes far more data than a CPU run sees.
-        local_motion: a second zero-initialised head gives each generated token its own (row, column)
-            shift from the latest history frame around it, its image coordinates and the actions
-            (ours, `astra_model.local_motion`): a fixed camera's commands move a small mover, not the view.
-        action_field: each generated token also gets, in every block, an embedding from a small MLP of
-            its latent frame's action features and its image position (ours, `astra_model.action_field`).
-            Where a joint command shows is a nonlinear function of the angles and the position, which
-            the experts' embeddings (linear in the features, affine across the image) cannot express.
-            The MLP's last layer starts at zero.
-        field_hidden: width of the action field's two hidden layers. A field saved narrower warm-starts
-            a wider one that computes the same (`astra_model.action_field.widened`).
-        field_render: a second MLP of the field's inputs, the renderer, predicts each generated token's
-            clean latent, and the field reads that drawing beside its inputs (ours). The renderer learns
-            only from that target (`field_render_weight`), a direct one for what the commands put where.
     """
 
     unified_dim: int = 25
@@ -64,12 +46,6 @@ class MoAEConfig:
     routing: Routing = "learned"
     load_balance_weight: float = 0.01
     modality_experts: dict[str, int] | None = None
-    spatial: bool = False
-    motion: bool = False
-    local_motion: bool = False
-    action_field: bool = False
-    field_hidden: int = 128
-    field_render: bool = False
 
 
 @dataclass
@@ -113,19 +89,93 @@ class SamplerConfig:
     Args:
         steps: Euler steps per chunk.
         shift: timestep shift of the sigma grid.
-        guidance_scale: action-free guidance (AFG) scale.
-        world_guidance_scales: AFG scale of chunks commanded by one of `separate_worlds`, by world; the
-            others use `guidance_scale`. Worlds trained apart follow their commands at different scales.
+        guidance_scale: action-free guidance (AFG) scale, where a world sets none of its own.
     """
 
     steps: int = 50
     shift: float = 5.0
     guidance_scale: float = 2.0
-    world_guidance_scales: dict[str, float] = field(default_factory=dict)
 
-    def scale_for(self, world: str | None) -> float:
-        """The AFG scale of a chunk whose actions come from `world` (None: the shared weights')."""
-        return float(self.world_guidance_scales.get(world, self.guidance_scale))
+
+@dataclass
+class WorldConfig:
+    """One world the model simulates: what one camera sees, commanded by some of the modalities
+    (`astra_model.worlds`). A chunk's commands come from one world.
+
+    Args:
+        modalities: the modalities that command it.
+        own_weights: it runs on its own copy of every weight Astra trains (ours, `astra_model.worlds`):
+            training it never moves another world's model, nor theirs it. Otherwise it runs on the
+            shared weights, with every other such world.
+        guidance_scale: the AFG scale of its chunks; None: `sampler.guidance_scale`. Worlds trained apart
+            follow their commands at different scales.
+        fixed_camera: a fixed camera sees it: its shown frames keep the last true frame's detail where the
+            prediction still matches it (ours, `astra_model.anchoring`); the model's latents are unchanged.
+        anchor_tolerance: with `fixed_camera`, how far (grey levels of 255) a decoded pixel may move from
+            the last true frame's reconstruction before that frame's detail fades out of it.
+    """
+
+    modalities: list[str]
+    own_weights: bool = False
+    guidance_scale: float | None = None
+    fixed_camera: bool = False
+    anchor_tolerance: float = 24.0
+
+
+@dataclass
+class ActionFieldConfig:
+    """The action field (`astra_model.action_field`).
+
+    Args:
+        hidden: width of its two hidden layers. A field saved narrower warm-starts a wider one that
+            computes the same (`astra_model.action_field.widened`).
+        render: a second MLP of the field's inputs, the renderer, predicts each generated token's clean
+            latent, and the field reads that drawing beside its inputs. The renderer learns only from that
+            target (`field_render_weight` in training), a direct one for what the commands put where.
+    """
+
+    hidden: int = 128
+    render: bool = False
+
+
+@dataclass
+class ExtensionsConfig:
+    """Our additions to Astra (`astra_model.extensions`), each off by default. Two more are settings of a
+    world (`WorldConfig`): its own weights and its fixed camera.
+
+    Args:
+        spatial: each MoAE expert gives three embeddings, mixed per token with its image coordinates
+            (`astra_model.spatial`): the action embedding says where the image should change.
+        motion: the actions shift and zoom the generated tokens' rotary positions as a camera's motion
+            moves its view (`astra_model.view_motion`).
+        local_motion: the actions move each generated token's rotary position on its own, read from the
+            latest history frame around it (`astra_model.local_motion`): a fixed camera's commands move a
+            small mover, not the view.
+        action_field: each generated token also gets, in every block, an embedding from a small MLP of its
+            latent frame's action features and its image position (`astra_model.action_field`): where a
+            joint command shows is a nonlinear function of the angles and the position, which the
+            experts' embeddings cannot express. None: no field.
+        pose_warp: `relative_poses` modalities whose chunks also see the latest history frame turned by the
+            commanded rotation (`astra_model.pose_warp`), each with its camera's vertical field of view in
+            degrees. A turning camera's next view is mostly its last one moved by a homography that the
+            rotation and the field of view fix; the model is given it instead of learning it.
+        relative_commands: modalities commanded as absolute vectors (e.g. joint position targets) that the
+            model reads as each frame's change since the command before (`"change"`), or as the change and
+            beside it the command itself (`"change_and_target"`, twice the modality's width), as
+            `astra_model.relative_commands` describes.
+    """
+
+    spatial: bool = False
+    motion: bool = False
+    local_motion: bool = False
+    action_field: ActionFieldConfig | None = None
+    pose_warp: dict[str, float] = field(default_factory=dict)
+    relative_commands: dict[str, CommandReading] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExtensionsConfig:
+        field_config = data.get("action_field")
+        return cls(**{**data, "action_field": None if field_config is None else ActionFieldConfig(**field_config)})
 
 
 def _wan_backbone(heads: int, head_dim: int, text_dim: int, freq_dim: int, ffn_dim: int, layers: int) -> dict[str, Any]:
@@ -198,34 +248,15 @@ class AstraConfig:
             model reads as each frame's pose relative to the frame before (the paper's relative camera
             poses). Rollout sessions and training clips convert them (`astra_model.poses`); the
             forward pass takes the relative poses.
-        relative_commands: modalities commanded as absolute vectors (e.g. joint position targets) that
-            the model reads as each frame's change since the command before, as it reads poses under
-            `relative_poses`: a fixed camera sees a small mover, and where it goes next is how its
-            command changes, not the command itself. A session's first change is taken against the
-            command before it when known, else it is zero.
-        command_targets: `relative_commands` modalities read as the change and, beside it, the
-            command itself (`[change, target]`, twice the modality's width): the change tells two
-            futures from one state apart, the target says where the mover ends up, so the model need
-            not read its pose from the pixels.
         action_stats: per modality, `{"mean": [...], "std": [...]}` of each element of the actions
             as the model reads them; MoAE standardises its inputs with them. Physical units differ by
             orders of magnitude (a camera turns by ~0.01 of a quaternion per frame, a robot by ~1
             rad/s), and an encoder would need many steps to scale the small ones up. Stage 3 fills
             them in from its training data; empty means no standardisation.
-        fixed_camera: modalities whose worlds a fixed camera sees (e.g. an arm's joints). A rollout
-            chunk commanded only by these draws its still pixels from the last true frame
-            (`astra_model.anchoring`); the model's latents are unchanged.
-        anchor_tolerance: how far (grey levels of 255) a decoded pixel may move from the last true
-            frame's reconstruction before that frame's detail fades out of it.
-        separate_worlds: modalities whose worlds run on their own copy of every weight Astra trains
-            (`astra_model.worlds`): training one of them never moves the others' model, nor theirs it.
-            A copy starts as the shared weights, so a new separate world computes what the shared model
-            does. A call's actions then come from one world: a separate modality alone, or only shared
-            ones (a call without actions runs the shared weights).
-        pose_warp: `relative_poses` modalities whose chunks also see the latest history frame turned by
-            the commanded rotation (`astra_model.pose_warp`), each with its camera's vertical field of
-            view in degrees. A turning camera's next view is mostly its last one moved by a homography
-            that the rotation and the field of view fix; the model is given it instead of learning it.
+        worlds: the worlds the model simulates, by name (`WorldConfig`, `astra_model.worlds`). The
+            modalities none of them names make one more, `SHARED_WORLD`, on the shared weights; so
+            without any, every modality commands that one world.
+        extensions: our additions to Astra (`ExtensionsConfig`).
     """
 
     backbone: dict[str, Any] = field(default_factory=_tiny_backbone)
@@ -242,13 +273,9 @@ class AstraConfig:
     text_len: int = 1
     action_labels: dict[str, list[str]] = field(default_factory=dict)
     relative_poses: list[str] = field(default_factory=list)
-    relative_commands: list[str] = field(default_factory=list)
-    command_targets: list[str] = field(default_factory=list)
     action_stats: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-    fixed_camera: list[str] = field(default_factory=list)
-    anchor_tolerance: float = 24.0
-    separate_worlds: list[str] = field(default_factory=list)
-    pose_warp: dict[str, float] = field(default_factory=dict)
+    worlds: dict[str, WorldConfig] = field(default_factory=dict)
+    extensions: ExtensionsConfig = field(default_factory=ExtensionsConfig)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -283,12 +310,20 @@ class AstraConfig:
         return self.temporal_ratio if self.action_grouping == "stack" else 1
 
     def read_dim(self, modality: str) -> int:
-        """Width of one frame's action as the model reads it (doubled under `command_targets`)."""
-        return self.modalities[modality] * (2 if modality in self.command_targets else 1)
+        """Width of one frame's action as the model reads it (doubled when read with its target)."""
+        targets = self.extensions.relative_commands.get(modality) == "change_and_target"
+        return self.modalities[modality] * (2 if targets else 1)
 
     def action_input_dim(self, modality: str) -> int:
         """Input width of a modality's encoder: grouped action plus the history flag."""
         return self.read_dim(modality) * self.stacked_frames + 1
+
+    @property
+    def all_worlds(self) -> dict[str, WorldConfig]:
+        """Every world the model simulates: `worlds`, after `SHARED_WORLD` when some modality is in none."""
+        named = {m for world in self.worlds.values() for m in world.modalities}
+        rest = [m for m in self.modalities if m not in named]
+        return {SHARED_WORLD: WorldConfig(rest)} | self.worlds if rest else dict(self.worlds)
 
     def expert_of(self, modality: str) -> int:
         if self.moae.modality_experts is not None:
@@ -312,8 +347,6 @@ class AstraConfig:
                 f"moae.routing must be 'learned' or 'modality', got {self.moae.routing!r}",
             ),
             (self.moae.num_experts >= 1, "moae.num_experts must be >= 1"),
-            (self.moae.action_field or not self.moae.field_render, "moae.field_render needs moae.action_field"),
-            (self.moae.field_hidden >= 1, f"moae.field_hidden must be >= 1, got {self.moae.field_hidden}"),
             (1 <= self.moae.top_k <= self.moae.num_experts, "moae.top_k must be in [1, num_experts]"),
             (self.chunk_latent_frames >= 1, "chunk_latent_frames must be >= 1"),
             (0.0 <= self.noise_aug.prob <= 1.0, "noise_aug.prob must be in [0, 1]"),
@@ -324,10 +357,7 @@ class AstraConfig:
             (0.0 <= self.action_dropout <= 1.0, "action_dropout must be in [0, 1]"),
             (self.sampler.steps >= 1, "sampler.steps must be >= 1"),
             (self.sampler.shift > 0, "sampler.shift must be > 0"),
-            (
-                all(map(math.isfinite, (self.sampler.guidance_scale, *self.sampler.world_guidance_scales.values()))),
-                "sampler guidance scales must be finite",
-            ),
+            (math.isfinite(self.sampler.guidance_scale), "sampler.guidance_scale must be finite"),
             (self.text_len >= 1, "text_len must be >= 1"),
             (len(self.modalities) >= 1, "at least one action modality is required"),
             (
@@ -349,9 +379,6 @@ class AstraConfig:
         for name, labels in self.action_labels.items():
             if name not in self.modalities or len(labels) != self.modalities[name]:
                 raise ValueError(f"AstraConfig: action_labels[{name!r}] must name each of the modality's elements")
-        untargeted = set(self.command_targets) - set(self.relative_commands)
-        if untargeted:
-            raise ValueError(f"AstraConfig: command_targets names {sorted(untargeted)}, not in relative_commands")
         for name, stats in self.action_stats.items():
             dim = self.read_dim(name) if name in self.modalities else None
             ok = dim is not None and set(stats) == {"mean", "std"} and len(stats["mean"]) == len(stats["std"]) == dim
@@ -360,33 +387,48 @@ class AstraConfig:
         for name in self.relative_poses:
             if self.modalities.get(name) != 7:
                 raise ValueError(f"AstraConfig: relative_poses names {name!r}, which is not a 7-D pose modality")
-        for name in self.relative_commands:
-            if name not in self.modalities or name in self.relative_poses:
-                raise ValueError(
-                    f"AstraConfig: relative_commands names {name!r}, which is not a modality or is in relative_poses"
-                )
-        unknown = set(self.fixed_camera) - set(self.modalities)
-        if unknown or self.anchor_tolerance <= 0:
-            raise ValueError(
-                f"AstraConfig: fixed_camera must name modalities (unknown: {sorted(unknown)}) "
-                f"and anchor_tolerance must be > 0 (got {self.anchor_tolerance})"
-            )
-        if not set(self.separate_worlds) <= set(self.modalities):
-            unknown = sorted(set(self.separate_worlds) - set(self.modalities))
-            raise ValueError(f"AstraConfig: separate_worlds must name modalities (unknown: {unknown})")
-        if not set(self.sampler.world_guidance_scales) <= set(self.separate_worlds):
-            unknown = sorted(set(self.sampler.world_guidance_scales) - set(self.separate_worlds))
-            raise ValueError(f"AstraConfig: sampler.world_guidance_scales must name separate_worlds (not: {unknown})")
-        for name, fov in self.pose_warp.items():
-            if name not in self.relative_poses or not 0 < fov < 180:
-                raise ValueError(
-                    f"AstraConfig: pose_warp[{name!r}] must name a relative_poses modality with a vertical field "
-                    f"of view in (0, 180) degrees, got {fov}"
-                )
         if self.moae.modality_experts is not None:
             missing = set(self.modalities) - set(self.moae.modality_experts)
             if missing:
                 raise ValueError(f"AstraConfig: moae.modality_experts lacks {sorted(missing)}")
+        self._validate_worlds()
+        self._validate_extensions()
+
+    def _validate_worlds(self) -> None:
+        named: list[str] = []
+        for name, world in self.worlds.items():
+            unknown = sorted(set(world.modalities) - set(self.modalities))
+            if not world.modalities or unknown:
+                raise ValueError(f"AstraConfig: worlds[{name!r}] must name modalities (unknown: {unknown})")
+            if world.anchor_tolerance <= 0:
+                raise ValueError(
+                    f"AstraConfig: worlds[{name!r}].anchor_tolerance must be > 0 (got {world.anchor_tolerance})"
+                )
+            if world.guidance_scale is not None and not math.isfinite(world.guidance_scale):
+                raise ValueError(f"AstraConfig: worlds[{name!r}].guidance_scale must be finite")
+            named += world.modalities
+        twice = sorted({m for m in named if named.count(m) > 1})
+        if twice:
+            raise ValueError(f"AstraConfig: a modality commands one world, but {twice} are in several")
+        if SHARED_WORLD in self.worlds and set(named) != set(self.modalities):
+            raise ValueError(f"AstraConfig: worlds names {SHARED_WORLD!r}, the world of the modalities in no world")
+
+    def _validate_extensions(self) -> None:
+        ext = self.extensions
+        for name, reading in ext.relative_commands.items():
+            if name not in self.modalities or name in self.relative_poses or reading not in COMMAND_READINGS:
+                raise ValueError(
+                    f"AstraConfig: extensions.relative_commands names {name!r}, which is not a modality or is in "
+                    f"relative_poses, or reads it as {reading!r}, not one of {COMMAND_READINGS}"
+                )
+        for name, fov in ext.pose_warp.items():
+            if name not in self.relative_poses or not 0 < fov < 180:
+                raise ValueError(
+                    f"AstraConfig: extensions.pose_warp[{name!r}] must name a relative_poses modality with a "
+                    f"vertical field of view in (0, 180) degrees, got {fov}"
+                )
+        if ext.action_field is not None and ext.action_field.hidden < 1:
+            raise ValueError(f"AstraConfig: extensions.action_field.hidden must be >= 1, got {ext.action_field.hidden}")
 
     # -- serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -399,28 +441,26 @@ class AstraConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"AstraConfig: unknown fields {sorted(unknown)}")
-        nested = {
-            "moae": MoAEConfig,
-            "history": HistoryConfig,
-            "noise_aug": NoiseAugConfig,
-            "sampler": SamplerConfig,
-        }
-        for name, sub in nested.items():
+        for name, sub in _NESTED.items():
             if name in data:
                 data[name] = sub(**data[name])
+        if "extensions" in data:
+            data["extensions"] = ExtensionsConfig.from_dict(data["extensions"])
+        data["worlds"] = {name: WorldConfig(**world) for name, world in data.get("worlds", {}).items()}
         return cls(**data)
 
     def replace(self, **overrides: Any) -> AstraConfig:
-        """A copy with some fields replaced; nested configs may be given as dicts of their fields."""
+        """A copy with some fields replaced. A nested config (and `backbone`, `vae`) may be given as a dict of
+        the fields it changes, and `worlds` as the worlds it changes or adds, each world likewise; every other
+        value replaces the field's."""
         data = self.to_dict()
         for key, value in overrides.items():
-            if dataclasses.is_dataclass(value):
-                value = dataclasses.asdict(value)
-            nested = key in ("moae", "history", "noise_aug", "sampler", "backbone", "vae")
-            if nested and isinstance(value, dict):
-                data[key] = {**data[key], **value}
+            if key == "worlds":
+                data[key] |= {name: _merged(self.worlds.get(name), world) for name, world in value.items()}
+            elif key in ("backbone", "vae"):
+                data[key] |= value
             else:
-                data[key] = value
+                data[key] = _merged(getattr(self, key), value)
         return AstraConfig.from_dict(data)
 
     @classmethod
@@ -456,3 +496,16 @@ class AstraConfig:
                 },
             )
         raise ValueError(f"unknown preset {name!r}; choose 'wan2.1-t2v-1.3b' or 'tiny'")
+
+
+_NESTED = {"moae": MoAEConfig, "history": HistoryConfig, "noise_aug": NoiseAugConfig, "sampler": SamplerConfig}
+
+
+def _merged(current: Any, override: Any) -> Any:
+    """`override` on `current`: a config (dataclass) takes a dict's fields one by one, recursively, where it
+    has one; anything else is replaced."""
+    if dataclasses.is_dataclass(override):
+        override = dataclasses.asdict(override)
+    if not (dataclasses.is_dataclass(current) and isinstance(override, dict)):
+        return override
+    return dataclasses.asdict(current) | {k: _merged(getattr(current, k, None), v) for k, v in override.items()}

@@ -6,14 +6,14 @@ config entry, and an exact no-op while it is off or untrained (its output layer 
 
 | extension | module | config | acts on |
 |---|---|---|---|
-| spatial embeddings | `spatial` | `moae.spatial` | each token's action embedding |
-| motion embeddings | `view_motion` | `moae.motion` | the chunk tokens' rotary positions |
-| local motion head | `local_motion` | `moae.local_motion` | the chunk tokens' rotary positions |
-| action field and its renderer | `action_field` | `moae.action_field` | each chunk token's action embedding |
-| pose warp | `pose_warp` | `pose_warp` | the chunk's tokens |
-| relative commands and targets | `relative_commands` | `relative_commands` | the commands as the model reads them |
-| separate worlds | `worlds` | `separate_worlds` | which trained weights a call runs on |
-| fixed-camera anchoring | `anchoring` | `fixed_camera` | the frames a rollout shows |
+| spatial embeddings | `spatial` | `extensions.spatial` | each token's action embedding |
+| motion embeddings | `view_motion` | `extensions.motion` | the chunk tokens' rotary positions |
+| local motion head | `local_motion` | `extensions.local_motion` | the chunk tokens' rotary positions |
+| action field and its renderer | `action_field` | `extensions.action_field` | each chunk token's action embedding |
+| pose warp | `pose_warp` | `extensions.pose_warp` | the chunk's tokens |
+| relative commands and targets | `relative_commands` | `extensions.relative_commands` | the commands as read |
+| separate worlds | `worlds` | `worlds.<name>.own_weights` | which trained weights a call runs on |
+| fixed-camera anchoring | `anchoring` | `worlds.<name>.fixed_camera` | the frames a rollout shows |
 
 The first five act inside the denoiser's forward pass. `condition` gathers what they do to one pass in a
 `Conditioning`, and the forward pass applies it at four points and nowhere else: the chunk's tokens, the
@@ -47,21 +47,22 @@ class WorldExtensions(nn.Module):
     """The extensions' trained modules in one world's weights; each None while its extension is off.
 
     Attributes:
-        motion: the view's motion head (`moae.motion`).
-        local_motion: the per-token motion head (`moae.local_motion`).
-        action_field: the action field, with its renderer (`moae.action_field`, `moae.field_render`).
+        motion: the view's motion head (`extensions.motion`).
+        local_motion: the per-token motion head (`extensions.local_motion`).
+        action_field: the action field, with its renderer (`extensions.action_field`).
     """
 
     def __init__(self, config: AstraConfig, num_blocks: int) -> None:
         super().__init__()
-        cfg = config.moae
-        self.motion = ViewMotion(cfg.unified_dim) if cfg.motion else None
-        self.local_motion = LocalMotion(config.latent_channels, cfg.unified_dim) if cfg.local_motion else None
+        ext, unified = config.extensions, config.moae.unified_dim
+        self.motion = ViewMotion(unified) if ext.motion else None
+        self.local_motion = LocalMotion(config.latent_channels, unified) if ext.local_motion else None
+        field = ext.action_field
         # A token is 1 x 2 x 2 latent pixels (Wan's patch), which is what the renderer draws.
-        render_dim = 4 * config.latent_channels if cfg.field_render else 0
+        render_dim = 4 * config.latent_channels if field is not None and field.render else 0
         self.action_field = (
-            ActionField(cfg.unified_dim, config.dim, num_blocks, cfg.field_hidden, render_dim=render_dim)
-            if cfg.action_field
+            ActionField(unified, config.dim, num_blocks, field.hidden, render_dim=render_dim)
+            if field is not None
             else None
         )
 
@@ -71,7 +72,7 @@ class WorldExtensions(nn.Module):
         frame's latents. Tokens move within their frame; samples whose actions were dropped (zero gates) do
         not move."""
         if self.local_motion is not None and latest is None:
-            raise ValueError("moae.local_motion needs the latest history frame: give the model a history")
+            raise ValueError("extensions.local_motion needs the latest history frame: give the model a history")
         b, f = routed[0].gates.shape[:2]
         offsets = routed[0].features.new_zeros(b, f, height * width, 2)
         for item in routed:
@@ -165,7 +166,7 @@ def condition(
     if extensions.moves:
         latest = history.latents[:, :, -1] if history is not None else None
         out.offsets = extensions.offsets(inputs.routed, rows, cols, latest)
-    if config.moae.spatial:
+    if config.extensions.spatial:
         out.chunk_basis = spatial_basis(inputs.positions, rows, cols)
         if inputs.history_positions is not None:
             out.history_basis = spatial_basis(inputs.history_positions, rows, cols)

@@ -1,4 +1,4 @@
-"""The local motion head (ours, `moae.local_motion`): per-token motion of the generated tokens' rotary
+"""The local motion head (ours, `extensions.local_motion`): per-token motion of the generated tokens' rotary
 positions, for small movers in a still view.
 
 The motion head (`astra_model.view_motion`) shifts and zooms the whole view, which is how a driving or

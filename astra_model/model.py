@@ -22,7 +22,7 @@ from .init import identity_
 from .moae import MixtureOfActionExperts, Routed
 from .pose_warp import PoseWarp
 from .rope import grid_positions, rotary_embedding
-from .worlds import TrainedWeights, world_of
+from .worlds import TrainedWeights, separate_world_of
 
 if TYPE_CHECKING:
     from .rollout import RolloutSession
@@ -39,7 +39,7 @@ class AstraOutput:
         velocity: `[B, C, F, h, w]` predicted flow-matching velocity (noise - x0).
         load_balance_loss: scalar MoAE router loss (0 without learned routing or actions).
         field_render: `[B, F * h/2 * w/2, 4 C]` the action field's renderer's prediction of each chunk
-            token's clean latent (`moae.field_render`; a token's 2 x 2 latent pixels as `pixel_unshuffle`
+            token's clean latent (`extensions.action_field.render`; a token's 2 x 2 latent pixels as `pixel_unshuffle`
             orders them); None without a renderer or actions.
     """
 
@@ -82,10 +82,10 @@ class AstraWorldModel(nn.Module):
         moae: Mixture of Action Experts.
         extensions: the trained modules of our extensions that act on MoAE's features
             (`astra_model.extensions`).
-        worlds: per modality of `config.separate_worlds`, its own copy of the trained weights above
-            (`astra_model.worlds`).
-        pose_warp: per modality of `config.pose_warp`, the embedding of its warped latest history frame
-            (`astra_model.pose_warp`), zero at start.
+        worlds: per world with its own weights (`WorldConfig.own_weights`), its copy of the trained
+            weights above (`astra_model.worlds`).
+        pose_warp: per modality of `config.extensions.pose_warp`, the embedding of its warped latest
+            history frame (`astra_model.pose_warp`), zero at start.
     """
 
     def __init__(
@@ -112,9 +112,10 @@ class AstraWorldModel(nn.Module):
         for adapter in self.adapters:
             identity_(adapter)
         self.history_embedder.init_from_patch_embedding(self.backbone.patch_embedding)
-        self.worlds = nn.ModuleDict({name: self.shared_weights().copy() for name in config.separate_worlds})
+        own = [name for name, world in config.all_worlds.items() if world.own_weights]
+        self.worlds = nn.ModuleDict({name: self.shared_weights().copy() for name in own})
         self.pose_warp = nn.ModuleDict(
-            {name: PoseWarp(config.latent_channels, dim, fov) for name, fov in config.pose_warp.items()}
+            {name: PoseWarp(config.latent_channels, dim, fov) for name, fov in config.extensions.pose_warp.items()}
         )
         self.set_trainable()
 
@@ -270,7 +271,7 @@ class AstraWorldModel(nn.Module):
     def weights_for(self, actions: Mapping[str, torch.Tensor] | None) -> TrainedWeights:
         """The trained weights a call with `actions` runs on: the shared ones, or those of the separate
         world the actions command (`astra_model.worlds`)."""
-        world = world_of(actions, self.config.separate_worlds)
+        world = separate_world_of(actions, self.config)
         return self.worlds[world] if world is not None else self.shared_weights()
 
     def field_drawing(self, actions: Mapping[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:

@@ -2,8 +2,8 @@
 
 A camera that only rotates sees its last frame moved by a homography fixed by the rotation and its field
 of view; translation adds parallax, which this leaves to the model. Camera-controlled video generators
-condition on such reprojected views of what was last seen. With `config.pose_warp = {modality: vertical
-field of view in degrees}`, each chunk commanded by that `relative_poses` modality gets the latest history
+condition on such reprojected views of what was last seen. With `config.extensions.pose_warp = {modality:
+vertical field of view in degrees}`, each chunk commanded by that `relative_poses` modality gets the latest history
 latent frame warped, for each of its latent frames, by the rotation since that history frame, plus a
 channel saying where the warp saw anything. A zero-initialised patch embedding adds it to the chunk's
 tokens, so an untrained warp leaves the model exactly as it was. Samples whose actions are dropped (the

@@ -1,6 +1,6 @@
-"""Relative commands and targets (ours, `relative_commands`, `command_targets`): absolute commands, such as
-joint position targets, read as each frame's change since the command before, and optionally the target
-beside it.
+"""Relative commands and targets (ours, `extensions.relative_commands`): absolute commands, such as joint
+position targets, read as each frame's change since the command before, and optionally the target beside
+it.
 
 A fixed camera sees a small mover, and where it goes next is how its command changes, not the command
 itself; the model reads it as it reads camera poses under `relative_poses`. The change tells two futures

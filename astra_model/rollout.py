@@ -21,7 +21,7 @@ from .model import AstraWorldModel, KVCache
 from .pieces import Pieces, run_to_end
 from .sampler import denoising, uses_guidance
 from .vae import VAEStream, frames_to_video, video_to_frames
-from .worlds import guidance_scale_of
+from .worlds import fixed_camera_of, guidance_scale_of
 
 
 @dataclass
@@ -29,8 +29,8 @@ class SessionState:
     """Everything a session needs to continue: restore it to branch again from this point.
 
     Attributes:
-        anchor: the last true frame and its reconstruction, for `config.fixed_camera` chunks.
-        last_commands: per `config.relative_poses` or `config.relative_commands` modality, the latest
+        anchor: the last true frame and its reconstruction, for the chunks of a fixed camera's world.
+        last_commands: per `config.relative_poses` or `config.extensions.relative_commands` modality, the latest
             frame's command `[B, D]`, which the next chunk's first command is read relative to (absent
             while unknown).
     """
@@ -172,10 +172,8 @@ class RolloutSession:
     def _anchored(self, video: torch.Tensor, commanded: dict[str, torch.Tensor]) -> torch.Tensor:
         """The decoded chunk `[B, 3, F, H, W]` with the last true frame's detail where a fixed camera's world
         keeps it (`astra_model.anchoring`)."""
-        cfg = self.model.config
-        if commanded and set(commanded) <= set(cfg.fixed_camera):
-            return self.state.anchor.apply(video, cfg.anchor_tolerance)
-        return video
+        world = fixed_camera_of(commanded, self.model.config)
+        return video if world is None else self.state.anchor.apply(video, world.anchor_tolerance)
 
     def step(
         self,

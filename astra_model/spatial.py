@@ -1,4 +1,4 @@
-"""Spatial action embeddings (ours, `moae.spatial`): an action embedding that varies across the image.
+"""Spatial action embeddings (ours, `extensions.spatial`): an action embedding that varies across the image.
 
 Wan tokens carry no absolute position in their hidden states (RoPE acts only inside attention), so an action
 embedding broadcast to every token of a latent frame cannot say *where* the image should change. With this
@@ -18,7 +18,7 @@ SPATIAL_BASIS = ("1", "x", "y")
 
 def embeddings_per_expert(config: AstraConfig) -> int:
     """How many embeddings of the model's width each expert gives: one per `SPATIAL_BASIS` function, else 1."""
-    return len(SPATIAL_BASIS) if config.moae.spatial else 1
+    return len(SPATIAL_BASIS) if config.extensions.spatial else 1
 
 
 def spatial_basis(positions: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -13,7 +13,7 @@ Stages:
 3. `astra`: freeze the backbone and train ACT-Adapters, self-attention, history embedders and MoAE with
    flow matching, noise-augmented history and action dropout, all domains mixed (one micro-batch per
    modality per optimiser step). `ablation:` trains the paper's ablations with the same budget.
-   `renderer` (ours): fit only the action fields' renderers (`moae.field_render`) of a stage-3 model to
+   `renderer` (ours): fit only the action fields' renderers (`extensions.action_field.render`) of a stage-3 model to
    draw the chunks of the data from their commands, without the transformer, before stage 3 goes on.
 
 Every stage resumes from its latest checkpoint (`resume=True`), shows tqdm progress, logs TensorBoard
@@ -105,7 +105,7 @@ class TrainConfig:
     # Stage 3, each one number for every modality or a mapping modality -> value (0 for those it leaves
     # out): the share of batches that start where a family of counterfactual branches parts (see data.py),
     parting_prob: float | dict[str, float] = 0.0
-    # the weight of the render term on the action field (a model with `moae.field_render`),
+    # the weight of the render term on the action field (a model with `extensions.action_field.render`),
     field_render_weight: float | dict[str, float] = 0.0
     # and the weight of the pair term on family batches (see training.py; 0 is the paper's plain loss).
     pair_weight: float | dict[str, float] = 0.0
@@ -214,7 +214,8 @@ def _model_config(cfg: TrainConfig) -> AstraConfig:
 
 def _apply_ablation(config: AstraConfig, ablation: str | None) -> AstraConfig:
     if ablation == "no_afg":
-        return config.replace(action_dropout=0.0, sampler={"guidance_scale": 0.0, "world_guidance_scales": {}})
+        worlds = {name: {"guidance_scale": None} for name in config.worlds}
+        return config.replace(action_dropout=0.0, sampler={"guidance_scale": 0.0}, worlds=worlds)
     if ablation == "shared_expert":
         # One expert per block shared by every modality; the input projections stay per modality
         # because their widths differ.
@@ -346,8 +347,6 @@ class _Drawing(torch.nn.Module):
 def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
     """Fit the action fields' renderers to the data's chunks; every other weight is `cfg.init_from`'s."""
     model = _stage_three_model(cfg, train_eps)
-    if not model.config.moae.field_render:
-        raise ValueError("stage 'renderer' fits the action field's renderer: set model: {moae: {field_render: true}}")
     warm_start(model, Path(cfg.init_from))
     for name, param in model.named_parameters():
         param.requires_grad_(any(part in name for part in RENDERER_PARTS))
@@ -356,6 +355,12 @@ def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
     clips = LatentClips(train_eps, model.vae, model.config, cfg.data.cache_dir)
     val_clips = LatentClips(val_eps, model.vae, model.config, cfg.data.cache_dir)
     modalities = clips.modalities()
+    without = [m for m in modalities if not _renders(model, m)]
+    if without:
+        raise ValueError(
+            f"stage 'renderer' fits the action field's renderer, which the worlds of {without} lack: "
+            "set model: {extensions: {action_field: {render: true}}}"
+        )
 
     def error(data: LatentClips, modality: str, rng, parting: float, shuffle: bool = False) -> torch.Tensor:
         batch = data.sample(cfg.batch_size, modality, rng, parting)
@@ -363,7 +368,6 @@ def renderer_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Stage:
         acts = {k: v.to(device) for k, v in batch.actions.items()}
         if shuffle:
             acts = {k: v.roll(1, dims=0) for k, v in acts.items()}
-        # `field_render` is one switch for every world, so each world's field has a renderer here.
         return render_error(target, net(acts, target.shape))
 
     def loss(rng: np.random.Generator, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -454,8 +458,7 @@ def world_model_stage(cfg: TrainConfig, train_eps, val_eps, device, wrap) -> Sta
         own = {m: val_terms(m) for m in modalities}
         metrics = {f"val_flow/{m}": terms["flow"] for m, terms in own.items()}
         metrics["val_flow"] = float(np.mean(list(metrics.values())))
-        if model.config.moae.field_render:
-            metrics.update({f"val_render/{m}": terms["render"] for m, terms in own.items()})
+        metrics.update({f"val_render/{m}": terms["render"] for m, terms in own.items() if _renders(model, m)})
         if cfg.stage == "astra":
             # Same clips and noise with the commands swapped between samples: > 0 once actions are used.
             for m in modalities:
@@ -508,16 +511,16 @@ def load_checkpoint(directory: Path, module, optimizer, rng: np.random.Generator
 def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     """Copy into `module`'s trainable parameters the tensors of the same name and shape saved in
     `directory` (a checkpoint's `trainable.safetensors`, else a model's `model.safetensors`); returns the
-    names left as initialised. An encoder saved before its modality joined `command_targets` is widened
-    (`encoder_with_targets`), and so is an action field saved at a narrower `moae.field_hidden` or without
-    a renderer to read (`widened`). A separate world's weight that
-    `directory` lacks (its world was shared there) starts from the shared weight it copies. Raises
-    ValueError when nothing matches."""
+    names left as initialised. An encoder saved before its modality was read with its targets is widened
+    (`encoder_with_targets`), and so is an action field saved narrower or without a renderer to read
+    (`widened`). A separate world's weight that `directory` lacks (its world was shared there) starts from
+    the shared weight it copies. Raises ValueError when nothing matches."""
     file = directory / "trainable.safetensors"
     weights = read_model_weights(file if file.is_file() else directory / WEIGHTS_NAME)
     params = _trainable(module)
     config = getattr(module, "config", None)
-    for modality in getattr(config, "command_targets", []):
+    readings = config.extensions.relative_commands if isinstance(config, AstraConfig) else {}
+    for modality in [m for m, reading in readings.items() if reading == "change_and_target"]:
         for name in [n for n in weights if n.endswith(f"moae.encoders.{modality}.weight")]:
             if name in params and weights[name].shape != params[name].shape:
                 weights[name] = encoder_with_targets(weights[name], config.modalities[modality], config.stacked_frames)
@@ -541,6 +544,12 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     fresh = sorted(set(params) - set(matched))
     print(f"warm start from {directory}: {len(matched)} of {len(params)} trainable tensors; fresh: {fresh}")
     return fresh
+
+
+def _renders(model: AstraWorldModel, modality: str) -> bool:
+    """Whether the world `modality` commands has an action field with a renderer."""
+    field = model.weights_for([modality]).extensions.action_field
+    return field is not None and field.renderer is not None
 
 
 def param_groups(params: dict[str, torch.nn.Parameter], lr_scale: dict[str, float]) -> list[dict[str, Any]]:

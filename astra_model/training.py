@@ -10,7 +10,7 @@
   action-free branch that action-free guidance needs.
 - Family batch: a batch whose clips share one history and part under different commands (training data
   with counterfactual branches, `parting_prob`); only the commands tell its futures apart.
-- Render term (ours, not the paper's; off by default): with `moae.field_render` the action field's
+- Render term (ours, not the paper's; off by default): with `extensions.action_field.render` the action field's
   renderer predicts each chunk token's clean latent from the commands and the token's place in the
   image, and `field_render_weight` x the mean squared error of that prediction is added. It is a direct
   target for what the commands put where (in a fixed camera's view: which tokens the links cover), which

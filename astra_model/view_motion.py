@@ -1,4 +1,4 @@
-"""Motion embeddings (ours, `moae.motion`): the commands move where the generated tokens sit for rotary
+"""Motion embeddings (ours, `extensions.motion`): the commands move where the generated tokens sit for rotary
 attention, as a camera's motion moves its whole view.
 
 A head maps each latent frame's action features to a shift (rows, columns) and a log-zoom, summed over the

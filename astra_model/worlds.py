@@ -1,20 +1,34 @@
-"""Separate worlds (`AstraConfig.separate_worlds`): a modality's own copy of every weight Astra trains.
+"""Worlds: what one camera sees, commanded by some of the model's modalities.
 
-One model serves several embodiments, which share the frozen backbone and VAE. By default they also
-share the trained weights (self-attention, ACT-Adapters, history embedders, MoAE and the extensions'
-modules that read its features), so training one world moves the others: an arm trained alone at its
-partings forgets how a mobile robot's view turns.
-A separate world runs the same frozen blocks with its own `TrainedWeights`, which start as a copy of the
-shared ones; its batches then train only its copy.
+One model simulates several worlds (the demo's: a mobile robot, an arm on a table, a free camera), which
+share the frozen backbone and VAE. Everything that differs between them is said once, in
+`AstraConfig.worlds`, by world name (`WorldConfig`): the modalities that command it, whether it runs on
+its own trained weights, its guidance scale, and whether a fixed camera sees it (and so how its frames are
+anchored). Modalities that no world names make one more world, `SHARED_WORLD`, so that a config that
+names no world (the presets, the official release, models saved before worlds had names) simulates one
+world commanded by every modality. A world is named by the user rather than by its modality because a
+world is a scene and a camera, which several modalities may command together; models saved before named
+worlds get one world per modality that had its own weights or a fixed camera, named after the modality
+(`astra_model.formats`).
+
+A chunk's commands come from one world; a call without commands runs on the shared weights.
+
+Separate worlds (ours, `WorldConfig.own_weights`): by default the worlds share the trained weights too
+(self-attention, ACT-Adapters, history embedders, MoAE and the extensions' modules that read its
+features), so training one world moves the others: an arm trained alone at its partings forgets how a
+mobile robot's view turns. A world with its own weights runs the same frozen blocks with its own
+`TrainedWeights`, which start as a copy of the shared ones; its batches then train only its copy.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 
 from torch import nn
 
-from .config import AstraConfig
+from .config import SHARED_WORLD as SHARED_WORLD  # the world of the modalities no world names
+from .config import AstraConfig, WorldConfig
 from .extensions import WorldExtensions
 from .history import HistoryEmbedder
 from .moae import MixtureOfActionExperts
@@ -52,40 +66,46 @@ class TrainedWeights(nn.Module):
         return copy.deepcopy(self, memo={id(config): config})
 
 
-def world_of(actions, separate: list[str]) -> str | None:
-    """The separate world a call's `actions` (modality -> tensor, or None) belong to, else None.
-
-    Raises ValueError when a separate modality comes with any other: its weights cannot serve both."""
-    mine = [name for name in actions or {} if name in separate]
-    if not mine:
-        return None
-    if len(actions) > 1:
-        raise ValueError(
-            f"separate_worlds: {mine[0]!r} runs on its own weights, so its actions must come alone; "
-            f"got {sorted(actions)}"
-        )
-    return mine[0]
-
-
-def guidance_scale_of(actions, config: AstraConfig) -> float:
-    """The model's AFG scale for a call's `actions` (modality -> anything; the names decide): the scale of
-    the separate world they command (`config.sampler.world_guidance_scales`), else `guidance_scale`."""
-    return config.sampler.scale_for(world_of(actions, config.separate_worlds))
-
-
-SHARED_WORLD = "shared"
-
-
 def world_modalities(config: AstraConfig) -> dict[str, tuple[str, ...]]:
-    """Each world the model simulates -> the modalities that command it: a separate world is named after
-    its modality; the other modalities share the shared weights' world, `SHARED_WORLD`."""
-    shared = tuple(name for name in config.modalities if name not in config.separate_worlds)
-    worlds = {SHARED_WORLD: shared} if shared else {}
-    return worlds | {name: (name,) for name in config.separate_worlds}
+    """Each world the model simulates -> the modalities that command it."""
+    return {name: tuple(world.modalities) for name, world in config.all_worlds.items()}
 
 
 def world_of_modality(modality: str, config: AstraConfig) -> str:
-    """The world a modality commands (see `world_modalities`)."""
+    """The world a modality commands."""
     if modality not in config.modalities:
         raise ValueError(f"unknown modality {modality!r}; the model has {sorted(config.modalities)}")
-    return modality if modality in config.separate_worlds else SHARED_WORLD
+    return next(name for name, modalities in world_modalities(config).items() if modality in modalities)
+
+
+def world_of(actions: Iterable[str] | None, config: AstraConfig) -> str | None:
+    """The world a call's `actions` (modality -> anything, or None; the names decide) command; None without
+    actions. Raises ValueError when they command several worlds: a chunk is drawn in one."""
+    worlds = {name: world_of_modality(name, config) for name in actions or {}}
+    if len(set(worlds.values())) > 1:
+        raise ValueError(
+            f"the actions command several worlds ({', '.join(f'{m} -> {w}' for m, w in worlds.items())}): "
+            "a chunk's actions must come from one world"
+        )
+    return next(iter(worlds.values()), None)
+
+
+def separate_world_of(actions: Iterable[str] | None, config: AstraConfig) -> str | None:
+    """The world whose own weights a call with `actions` runs on (`WorldConfig.own_weights`); None for the
+    shared weights."""
+    world = world_of(actions, config)
+    return world if world is not None and config.all_worlds[world].own_weights else None
+
+
+def guidance_scale_of(actions: Iterable[str] | None, config: AstraConfig) -> float:
+    """The model's AFG scale for a call's `actions` (modality -> anything; the names decide): that of the
+    world they command, else `config.sampler.guidance_scale`."""
+    world = world_of(actions, config)
+    scale = None if world is None else config.all_worlds[world].guidance_scale
+    return float(config.sampler.guidance_scale if scale is None else scale)
+
+
+def fixed_camera_of(actions: Iterable[str] | None, config: AstraConfig) -> WorldConfig | None:
+    """The world a call's `actions` command when a fixed camera sees it, else None."""
+    world = world_of(actions, config)
+    return config.all_worlds[world] if world is not None and config.all_worlds[world].fixed_camera else None

@@ -14,7 +14,7 @@ compared with the recorded frames at the same times, and so are those of the cop
 baseline (the last seed frame repeated). Metrics: :mod:`astra_ros.eval_metrics`.
 
 Model modalities without an action topic are left out of the conditioning (the model accepts any
-subset of its modalities, except that a modality of its ``separate_worlds`` comes alone).
+subset of the modalities of one of its worlds).
 
 Start frames: ``--spacing S`` starts at ``history, history + S, ...`` (at most ``--rollouts``).
 Without it the rollouts are spread evenly over the episode, at least one horizon apart so that
@@ -283,7 +283,7 @@ def resolve_action_topics(options: EvalOptions, config: AstraConfig) -> dict[str
     else:
         found = _default_action_topics(options, config)
     try:
-        world_of(found, config.separate_worlds)
+        world_of(found, config)
     except ValueError as err:
         raise EvalError(f"{err}; pick one world's topics with --action-topic MODALITY=TOPIC") from err
     return found

@@ -8,7 +8,7 @@ For each domain, on seeds never used in training:
   of every frame at a horizon (`10 log10(255^2 / mean MSE)`); `frame_psnr` is the mean of per-frame
   PSNRs, which a single frame the world left unchanged (copy-last: MSE 0, capped at 100 dB) dominates.
   The `vae` row scores the model's VAE reconstructing the true frames (seed and future encoded and
-  decoded as one stream, anchored like the rollout in `fixed_camera` worlds): no prediction decoded
+  decoded as one stream, anchored like the rollout in a fixed camera's world): no prediction decoded
   by that VAE can expect to do better.
 - **Action following**: from one true state, roll two different command sequences in both the
   simulator and the model (a fork of one session, sharing noise). The pair is followed when each
@@ -39,6 +39,7 @@ from tqdm import tqdm
 from astra_model import AstraWorldModel
 from astra_model.anchoring import Anchor
 from astra_model.vae import VAEStream, frames_to_video, video_to_frames
+from astra_model.worlds import fixed_camera_of
 
 from .envs import DOMAINS, make_env
 from .eval_metrics import PSNR_CAP_DB, psnr, ssim
@@ -90,14 +91,15 @@ def reconstruction(
 ) -> np.ndarray:
     """The model VAE's reconstruction `[T, H, W, 3]` of `truth`, encoded and decoded in one stream after
     `context` as a rollout's frames are, and shown as a rollout commanded by `modality` shows them
-    (anchored to the last context frame for `config.fixed_camera` modalities)."""
+    (anchored to the last context frame in a fixed camera's world)."""
     stream = VAEStream(model.vae)
     video = frames_to_video(torch.from_numpy(np.concatenate([context, truth]))[None]).to(model.device)
     recon = stream.decode(stream.encode(video))
     last, future = len(context) - 1, recon[:, :, len(context) :]
-    if modality in model.config.fixed_camera:
+    world = fixed_camera_of([modality] if modality else None, model.config)
+    if world is not None:
         anchor = Anchor(video[:, :, last : last + 1], recon[:, :, last : last + 1])
-        future = anchor.apply(future, model.config.anchor_tolerance)
+        future = anchor.apply(future, world.anchor_tolerance)
     return video_to_frames(future)[0].cpu().numpy()
 
 

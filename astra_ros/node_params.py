@@ -19,7 +19,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from astra_model import AstraWorldModel
-from astra_model.config import SamplerConfig
+from astra_model.config import AstraConfig
 from astra_model.worlds import world_modalities
 
 QOS_CHOICES = ("sensor_data", "reliable")
@@ -155,7 +155,7 @@ def model_params(model: AstraWorldModel) -> tuple[ParamSpec, ...]:
             "guidance_scale",
             MODEL_GUIDANCE,
             "action-free guidance scale; -1 (default): the model's scale for the world commanded "
-            f"(here {_scales(config.sampler)}); 0 and 1 need no second denoiser pass",
+            f"(here {_scales(config)}); 0 and 1 need no second denoiser pass",
             float_range=(MODEL_GUIDANCE, 20.0),
             constraints="-1 or a scale in [0, 20]",
         ),
@@ -214,9 +214,10 @@ def check_parameter(name: str, value: Any) -> str | None:
     return None
 
 
-def _scales(sampler: SamplerConfig) -> str:
-    worlds = "".join(f", {world} {scale}" for world, scale in sampler.world_guidance_scales.items())
-    return f"{sampler.guidance_scale}{worlds}"
+def _scales(config: AstraConfig) -> str:
+    scales = {name: world.guidance_scale for name, world in config.worlds.items()}
+    worlds = "".join(f", {world} {scale}" for world, scale in scales.items() if scale is not None)
+    return f"{config.sampler.guidance_scale}{worlds}"
 
 
 def _check_device(value: str) -> str | None:

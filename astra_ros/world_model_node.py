@@ -21,12 +21,12 @@ candidate leaves out is held at its current value).
 
 Parameters are described in :mod:`astra_ros.node_params` and ``config/world_model.yaml``.
 
-Worlds: a model with ``separate_worlds`` simulates several worlds (``astra_model.worlds``), and each
-chunk is drawn by one of them from its own modalities' commands. An episode drives one world: the one
-the reset named (``Reset.world``, else the ``world`` parameter), else the world of the first command
-after the reset. Until then chunks hold still (a zero twist) where the model has a twist. Commands
-for another world are refused and counted until a reset switches worlds; ``status.world`` shows the
-world driven.
+Worlds: a model simulates one world or several (``AstraConfig.worlds``, ``astra_model.worlds``), and
+each chunk is drawn by one of them from its own modalities' commands. An episode drives one world: the
+one the reset named (``Reset.world``, else the ``world`` parameter), else the world of the first command
+after the reset. Until then chunks hold still (a zero twist) where the model has a twist. Commands for
+another world are refused and counted until a reset switches worlds; ``status.world`` shows the world
+driven.
 
 Commands are stamped with their header stamp (or, for Twist and zero stamps, the model time of
 arrival) and held by zero-order hold; one stamped more than a second ahead of model time is refused.

@@ -16,6 +16,12 @@ def tiny_config(**overrides) -> AstraConfig:
     return AstraConfig.preset("tiny").replace(**overrides)
 
 
+def own_worlds(*modalities: str, **settings) -> dict[str, dict]:
+    """`AstraConfig.worlds` in which each of `modalities` commands a world of its own weights named after it,
+    with the other `WorldConfig` fields `settings`."""
+    return {m: {"modalities": [m], "own_weights": True, **settings} for m in modalities}
+
+
 def randomise_action_path(model: AstraWorldModel, std: float = 0.5, seed: int = 0) -> None:
     """Give the zero-initialised experts weights, as training would, so actions change predictions."""
     gen = torch.Generator().manual_seed(seed)
@@ -25,12 +31,14 @@ def randomise_action_path(model: AstraWorldModel, std: float = 0.5, seed: int = 
                 expert.weight.copy_(torch.randn(expert.weight.shape, generator=gen) * std)
 
 
-def added_term(moae: dict, weight_name: str, term: str, weight: float = 3.0) -> tuple[AstraWorldModel, torch.Tensor]:
-    """A tiny model with the `moae` switches and random experts, and `flow_matching_loss`'s term `term` under
+def added_term(
+    extensions: dict, weight_name: str, term: str, weight: float = 3.0
+) -> tuple[AstraWorldModel, torch.Tensor]:
+    """A tiny model with the `extensions` and random experts, and `flow_matching_loss`'s term `term` under
     `weight_name=weight` on one fixed batch of two twist clips with their commands kept, after checking that
     the term does not depend on its weight and is added with it."""
     torch.manual_seed(0)
-    model = AstraWorldModel(tiny_config(moae=moae))
+    model = AstraWorldModel(tiny_config(extensions=extensions))
     randomise_action_path(model)
     gen = torch.Generator().manual_seed(0)
     history = History.from_latents(torch.randn(2, 16, 3, 8, 8, generator=gen))

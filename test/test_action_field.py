@@ -1,5 +1,5 @@
-"""The action field (`moae.action_field`): per-token embeddings, nonlinear in the commands, that depend
-on where the token is and vanish where the actions were dropped; its render head (`moae.field_render`)
+"""The action field (`extensions.action_field`): per-token embeddings, nonlinear in the commands, that depend
+on where the token is and vanish where the actions were dropped; its render head (`action_field.render`)
 and the loss term that trains it. That a fresh field changes nothing is checked with the other
 per-token heads in test_local_motion.py."""
 
@@ -55,7 +55,7 @@ def test_the_field_trains_with_the_action_path_and_changes_predictions_once_trai
     x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
     acts = {"twist": torch.randn(1, 8, 6)}
     torch.manual_seed(0)
-    model = AstraWorldModel(tiny_config(moae={"action_field": True})).eval()
+    model = AstraWorldModel(tiny_config(extensions={"action_field": {}})).eval()
     assert all(p.requires_grad for p in model.extensions.action_field.parameters())
     with torch.no_grad():
         before = model(x, t, acts, hist).velocity
@@ -82,11 +82,12 @@ def test_a_widened_field_computes_what_the_narrow_one_did():
 
 def test_a_wider_field_warm_starts_from_a_narrow_one_and_predicts_the_same(tmp_path):
     torch.manual_seed(0)
-    narrow = AstraWorldModel(tiny_config(moae={"action_field": True, "field_hidden": 16})).eval()
+    narrow = AstraWorldModel(tiny_config(extensions={"action_field": {"hidden": 16}})).eval()
     randomise_action_path(narrow)
     trained(narrow.extensions.action_field, std=0.3)
     narrow.save_pretrained(tmp_path)
-    wide = AstraWorldModel(narrow.config.replace(moae={"field_hidden": 48}), backbone=narrow.backbone, vae=narrow.vae)
+    config = narrow.config.replace(extensions={"action_field": {"hidden": 48}})
+    wide = AstraWorldModel(config, backbone=narrow.backbone, vae=narrow.vae)
     wide.set_trainable()
     assert warm_start(wide, tmp_path) == [] and wide.extensions.action_field.net[0].weight.shape[0] == 48
     x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
@@ -95,21 +96,21 @@ def test_a_wider_field_warm_starts_from_a_narrow_one_and_predicts_the_same(tmp_p
         expected, got = narrow(x, t, acts, hist).velocity, wide.eval()(x, t, acts, hist).velocity
     assert narrow.extensions.action_field.net[-1].weight.abs().min() > 0  # the saved field does change predictions
     torch.testing.assert_close(got, expected)
-    assert AstraWorldModel.from_pretrained(tmp_path).config.moae.field_hidden == 16
+    assert AstraWorldModel.from_pretrained(tmp_path).config.extensions.action_field.hidden == 16
 
 
 def test_the_field_width_must_be_positive():
-    with pytest.raises(ValueError, match=r"moae\.field_hidden must be >= 1, got 0"):
-        tiny_config(moae={"action_field": True, "field_hidden": 0})
+    with pytest.raises(ValueError, match=r"extensions\.action_field\.hidden must be >= 1, got 0"):
+        tiny_config(extensions={"action_field": {"hidden": 0}})
 
 
 def test_a_renderer_joins_a_saved_field_without_changing_its_predictions(tmp_path):
     torch.manual_seed(0)
-    plain = AstraWorldModel(tiny_config(moae={"action_field": True})).eval()
+    plain = AstraWorldModel(tiny_config(extensions={"action_field": {}})).eval()
     randomise_action_path(plain)
     trained(plain.extensions.action_field, std=0.3)
     plain.save_pretrained(tmp_path)
-    config = plain.config.replace(moae={"field_render": True})
+    config = plain.config.replace(extensions={"action_field": {"render": True}})
     rendering = AstraWorldModel(config, backbone=plain.backbone, vae=plain.vae)
     rendering.set_trainable()
     fresh = warm_start(rendering, tmp_path)
@@ -153,16 +154,11 @@ def test_render_error_compares_each_token_with_its_own_latent_pixels():
 
 
 def test_the_render_term_is_added_with_its_weight_and_trains_the_renderer_alone():
-    model, render = added_term({"action_field": True, "field_render": True}, "field_render_weight", "render")
+    model, render = added_term({"action_field": {"render": True}}, "field_render_weight", "render")
     assert render > 0
     render.backward()
     # The render term trains the renderer alone: the field and the encoders behind it learn from the flow.
     assert all(p.grad.abs().sum() > 0 for p in model.extensions.action_field.renderer.parameters())
     field = model.extensions.action_field
     assert all(p.grad is None for p in (*field.net.parameters(), *model.moae.encoders.parameters()))
-    assert added_term({"action_field": True}, "field_render_weight", "render")[1] == 0  # no renderer
-
-
-def test_a_renderer_needs_a_field():
-    with pytest.raises(ValueError, match=r"moae\.field_render needs moae\.action_field"):
-        tiny_config(moae={"field_render": True})
+    assert added_term({"action_field": {}}, "field_render_weight", "render")[1] == 0  # no renderer

@@ -12,6 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import torch
+from conftest import own_worlds
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
@@ -387,8 +388,8 @@ def test_action_topics_of_two_worlds_are_refused_for_a_model_with_separate_world
         writer.add_connection("/joint_command", "sensor_msgs/msg/JointState", typestore=TS)
     shared = AstraConfig.preset("tiny")
     assert set(resolve_action_topics(EvalOptions(bag, tmp_path / "out"), shared)) == {"twist", "joints"}
-    separate = shared.replace(separate_worlds=["joints"])
-    with pytest.raises(EvalError, match=r"'joints' runs on its own weights.*pick one world's topics"):
+    separate = shared.replace(worlds=own_worlds("joints"))
+    with pytest.raises(EvalError, match=r"must come from one world.*pick one world's topics"):
         resolve_action_topics(EvalOptions(bag, tmp_path / "out"), separate)
     one = EvalOptions(bag, tmp_path / "out", action_topics={"joints": "/joint_command"})
     assert resolve_action_topics(one, separate) == {"joints": "/joint_command"}

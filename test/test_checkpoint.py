@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import randomise_action_path, tiny_config
+from conftest import own_worlds, randomise_action_path, tiny_config
 from safetensors.torch import load_file, save_file
 
 from astra_model import AstraWorldModel
-from astra_model.checkpoint import CheckpointError
+from astra_model.checkpoint import CheckpointError, read_config
 from astra_model.formats import REMOVED_SWITCHES
 
 
@@ -91,6 +93,10 @@ def test_seed_frame_travels_with_the_checkpoint(tmp_path, tiny_model, seed_frame
     assert loaded.seed_frame.dtype == np.uint8 and np.array_equal(loaded.seed_frame, seed_frames[0])
 
 
+# The shipped demo model's config.json as it was written in format 1 (it leaves every removed switch off).
+FORMAT_1_DEMO_CONFIG = Path(__file__).parent / "data" / "demo_config_astra-ros-1.json"
+
+
 @pytest.mark.parametrize(
     ("path", "on"),
     [
@@ -101,17 +107,19 @@ def test_seed_frame_travels_with_the_checkpoint(tmp_path, tiny_model, seed_frame
         (("turned_anchor",), {"camera_pose": 24.0}),
     ],
 )
-def test_a_removed_switch_loads_when_off_and_is_named_when_on(saved, path, on):
-    folder, model = saved
-    data = json.loads((folder / "config.json").read_text())
+def test_a_removed_switch_loads_when_off_and_is_named_when_on(tmp_path, path, on):
+    data = json.loads(FORMAT_1_DEMO_CONFIG.read_text())
     holder = data["config"]["moae"] if len(path) == 2 else data["config"]
-    holder[path[-1]] = REMOVED_SWITCHES[path]
-    (folder / "config.json").write_text(json.dumps(data))
-    assert AstraWorldModel.from_pretrained(folder).config == model.config
+    assert holder[path[-1]] == REMOVED_SWITCHES[path]
+    shutil.copy(FORMAT_1_DEMO_CONFIG, tmp_path / "config.json")
+    off = read_config(tmp_path)
+    del holder[path[-1]]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert read_config(tmp_path) == off
     holder[path[-1]] = on
-    (folder / "config.json").write_text(json.dumps(data))
+    (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match=re.escape(f"{'.'.join(path)} was removed; this model switches it on")):
-        AstraWorldModel.from_pretrained(folder)
+        read_config(tmp_path)
 
 
 # Where format 1 kept the extensions' modules (inside MoAE's), by where they are now.
@@ -124,8 +132,8 @@ FORMAT_1_NAMES = {
 
 def test_format_1_weights_load_under_todays_names(tmp_path):
     torch.manual_seed(0)
-    moae = {"spatial": True, "motion": True, "local_motion": True, "action_field": True, "field_render": True}
-    model = AstraWorldModel(tiny_config(moae=moae, separate_worlds=["joints"]))
+    extensions = {"spatial": True, "motion": True, "local_motion": True, "action_field": {"render": True}}
+    model = AstraWorldModel(tiny_config(extensions=extensions, worlds=own_worlds("joints")))
     for param in model.parameters():
         torch.nn.init.normal_(param)
     model.save_pretrained(tmp_path)

@@ -70,7 +70,9 @@ def test_vae_row_is_the_one_shot_reconstruction_of_the_true_frames():
     assert recon.shape == (8, 32, 32, 3) and recon.dtype == np.uint8
     assert np.abs(recon.astype(int) - whole[5:]).max() <= 1  # float rounding of the latent normalisation
     # A fixed-camera world shows it as its rollouts do: with the last seed frame's detail where still.
-    model.config = model.config.replace(fixed_camera=["twist"], anchor_tolerance=1e9)
+    model.config = model.config.replace(
+        worlds={"mobile": {"modalities": ["twist"], "fixed_camera": True, "anchor_tolerance": 1e9}}
+    )
     anchored = reconstruction(model, frames[:5], frames[5:], "twist").astype(int)
     detail = frames[4].astype(int) - whole[4]
     inside = (anchored > 0) & (anchored < 255)

@@ -1,5 +1,5 @@
 """The local motion head: an exact no-op at start, then per-token shifts read from the latest history frame.
-Also the other per-token head of the action path (`moae.action_field`)."""
+Also the other per-token head of the action path (`extensions.action_field`)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from astra_model.moae import Routed
     ("head", "prefix"),
     [
         ({"local_motion": True}, "extensions.local_motion."),
-        ({"action_field": True}, "extensions.action_field."),
+        ({"action_field": {}}, "extensions.action_field."),
     ],
 )
 def test_a_fresh_head_changes_nothing_and_the_model_reproduces_one_without_it(head, prefix):
     torch.manual_seed(0)
-    plain = AstraWorldModel(tiny_config(moae={"spatial": True, "motion": True})).eval()
-    local = AstraWorldModel(tiny_config(moae={"spatial": True, "motion": True, **head})).eval()
+    plain = AstraWorldModel(tiny_config(extensions={"spatial": True, "motion": True})).eval()
+    local = AstraWorldModel(tiny_config(extensions={"spatial": True, "motion": True, **head})).eval()
     missing, unexpected = local.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(prefix) for k in missing) and missing
     randomise_action_path(plain)
@@ -52,16 +52,16 @@ def test_offsets_shape_cumulative_and_read_from_the_token_window():
 
 
 def test_dropped_actions_do_not_move_tokens_and_a_history_is_required():
-    extensions = WorldExtensions(tiny_config(moae={"unified_dim": 3, "local_motion": True}), 1)
+    extensions = WorldExtensions(tiny_config(moae={"unified_dim": 3}, extensions={"local_motion": True}), 1)
     trained(extensions.local_motion)
     features, gates = torch.randn(2, 2, 3), torch.tensor([[[1.0, 0, 0]] * 2, [[0.0, 0, 0]] * 2])
     offsets = extensions.offsets([Routed(features, gates)], 4, 4, torch.randn(2, 16, 8, 8)).view(2, 2, 16, 3)
     assert offsets[0, :, :, 1:].abs().min() > 0 and not offsets[1].any()
     assert not offsets[..., 0].any()  # tokens move within their frame only
-    with pytest.raises(ValueError, match=r"moae\.local_motion needs the latest history frame"):
+    with pytest.raises(ValueError, match=r"extensions\.local_motion needs the latest history frame"):
         extensions.offsets([Routed(features, gates)], 4, 4, None)
 
 
 def test_the_local_head_trains_with_the_action_path():
-    model = AstraWorldModel(tiny_config(moae={"local_motion": True}))
+    model = AstraWorldModel(tiny_config(extensions={"local_motion": True}))
     assert all(p.requires_grad for p in model.extensions.local_motion.parameters())

@@ -17,15 +17,20 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(
-    "moae",
-    [{"routing": "learned"}, {"routing": "modality"}, {"routing": "learned", "spatial": True, "motion": True}],
+    ("moae", "extensions"),
+    [
+        ({"routing": "learned"}, {}),
+        ({"routing": "modality"}, {}),
+        ({"routing": "learned"}, {"spatial": True, "motion": True}),
+    ],
 )
-def test_fresh_model_reproduces_plain_wan_for_any_actions(wan_folder, moae):
+def test_fresh_model_reproduces_plain_wan_for_any_actions(wan_folder, moae, extensions):
     model = AstraWorldModel.from_wan(
         wan_folder,
         modalities={"twist": 6, "joints": 4},
         chunk_latent_frames=2,
         moae=moae,
+        extensions=extensions,
         text_len=3,
     ).eval()
     plain = WanTransformer3DModel.from_pretrained(f"{wan_folder}/transformer").eval()
@@ -57,7 +62,7 @@ def test_trained_action_path_changes_the_prediction(tiny_model):
 
 def test_dropped_actions_neither_embed_nor_move_tokens():
     torch.manual_seed(0)
-    model = AstraWorldModel(AstraConfig.preset("tiny").replace(moae={"spatial": True, "motion": True})).eval()
+    model = AstraWorldModel(AstraConfig.preset("tiny").replace(extensions={"spatial": True, "motion": True})).eval()
     randomise_action_path(model)
     with torch.no_grad():
         model.extensions.motion.head.weight.normal_(0, 0.5)

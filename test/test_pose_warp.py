@@ -77,7 +77,7 @@ def _models() -> tuple[AstraWorldModel, AstraWorldModel]:
     torch.manual_seed(0)
     plain = AstraWorldModel(tiny_config(**base)).eval()
     randomise_action_path(plain)
-    warp = AstraWorldModel(tiny_config(**base, pose_warp={"camera_pose": 70.0})).eval()
+    warp = AstraWorldModel(tiny_config(**base, extensions={"pose_warp": {"camera_pose": 70.0}})).eval()
     missing, unexpected = warp.load_state_dict(plain.state_dict(), strict=False)
     assert (
         sorted(missing) == ["pose_warp.camera_pose.embed.bias", "pose_warp.camera_pose.embed.weight"] and not unexpected
@@ -108,7 +108,7 @@ def test_a_pose_warp_saves_and_loads_bit_exact(tmp_path):
     torch.nn.init.normal_(warp.pose_warp["camera_pose"].embed.weight, std=0.2)
     warp.save_pretrained(tmp_path)
     loaded = AstraWorldModel.from_pretrained(tmp_path)
-    assert loaded.config.pose_warp == {"camera_pose": 70.0}
+    assert loaded.config.extensions.pose_warp == {"camera_pose": 70.0}
     for name, tensor in warp.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
 
@@ -118,4 +118,5 @@ def test_a_pose_warp_saves_and_loads_bit_exact(tmp_path):
 )
 def test_config_refuses_a_pose_warp_on_what_is_not_a_relative_pose_or_with_no_field_of_view(overrides, fov):
     with pytest.raises(ValueError, match=r"pose_warp\['camera_pose'\] must name a relative_poses modality"):
-        tiny_config(modalities={"camera_pose": 7}, action_labels={}, pose_warp={"camera_pose": fov}, **overrides)
+        warp = {"pose_warp": {"camera_pose": fov}}
+        tiny_config(modalities={"camera_pose": 7}, action_labels={}, extensions=warp, **overrides)

@@ -14,6 +14,8 @@ from astra_model.relative_commands import encoder_with_targets
 from astra_model.train import warm_start
 
 JOINTS = {"joints": 4}
+CHANGES = {"relative_commands": {"joints": "change"}}
+TARGETS = {"relative_commands": {"joints": "change_and_target"}}
 
 
 def _targets(n: int, seed: int) -> np.ndarray:
@@ -23,21 +25,15 @@ def _targets(n: int, seed: int) -> np.ndarray:
 
 def _joint_model(relative: bool, targets: bool = False) -> AstraWorldModel:
     torch.manual_seed(0)
-    relative_commands = ["joints"] if relative else []
-    config = tiny_config(
-        modalities=JOINTS,
-        action_labels={},
-        relative_commands=relative_commands,
-        command_targets=["joints"] if targets else [],
-        history={"with_actions": True},
-    )
+    extensions = (TARGETS if targets else CHANGES) if relative else {}
+    config = tiny_config(modalities=JOINTS, action_labels={}, extensions=extensions, history={"with_actions": True})
     model = AstraWorldModel(config).eval()
     randomise_action_path(model)
     return model
 
 
 def test_relative_commands_exact_numbers():
-    cfg = tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["joints"])
+    cfg = tiny_config(modalities=JOINTS, action_labels={}, extensions=CHANGES)
     targets = torch.tensor([[[1.0, 2, 3, 4], [1.5, 2, 2, 4], [1.5, 2, 2, 5]]])
     read = as_model_reads({"joints": targets}, cfg)["joints"]
     assert read.dtype == torch.float32 and read.shape == (1, 3, 4)
@@ -66,7 +62,7 @@ def test_a_model_reading_relative_commands_cannot_see_the_offset(seed_frames):
 
 
 def test_command_targets_read_the_change_then_the_target():
-    cfg = tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["joints"], command_targets=["joints"])
+    cfg = tiny_config(modalities=JOINTS, action_labels={}, extensions=TARGETS)
     targets = torch.tensor([[[1.0, 2, 3, 4], [1.5, 2, 2, 4]]])
     read = as_model_reads({"joints": targets}, cfg, previous={"joints": torch.tensor([[1.0, 1, 1, 1]])})["joints"]
     assert read.shape == (1, 2, 8) and cfg.read_dim("joints") == 8
@@ -91,7 +87,7 @@ def test_a_model_warm_started_with_targets_reproduces_the_one_without(seed_frame
     """The widened encoder's target columns start at zero: the same rollout until training moves them."""
     trained = _joint_model(relative=True)
     trained.save_pretrained(tmp_path)
-    config = trained.config.replace(command_targets=["joints"])
+    config = trained.config.replace(extensions=TARGETS)
     wide = AstraWorldModel(config, backbone=trained.backbone, vae=trained.vae)
     wide.set_trainable()
     assert warm_start(wide, tmp_path) == []
@@ -126,7 +122,7 @@ def test_session_reads_each_chunk_from_the_last_command(seed_frames):
 
 
 def test_training_clips_and_stats_read_relative_commands():
-    cfg = tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["joints"])
+    cfg = tiny_config(modalities=JOINTS, action_labels={}, extensions=CHANGES)
     targets = _targets(21, seed=2)
     changes = np.diff(targets, axis=0, prepend=targets[:1])
     read, first = sampled_chunk_commands(cfg, "joints", targets)
@@ -137,7 +133,7 @@ def test_training_clips_and_stats_read_relative_commands():
 
 
 def test_training_stats_have_the_width_the_model_reads():
-    cfg = tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["joints"], command_targets=["joints"])
+    cfg = tiny_config(modalities=JOINTS, action_labels={}, extensions=TARGETS)
     targets = _targets(21, seed=2)
     stats = action_stats([VideoEpisode(np.zeros((21, 8, 8, 3), np.uint8), {"joints": targets}, "ep")], cfg)
     np.testing.assert_allclose(stats["joints"]["mean"][4:], targets[1:].mean(axis=0), atol=1e-6)
@@ -147,14 +143,14 @@ def test_training_stats_have_the_width_the_model_reads():
 
 
 def test_config_refuses_relative_commands_it_cannot_read():
-    with pytest.raises(ValueError, match=r"command_targets names \['joints'\], not in relative_commands"):
-        tiny_config(modalities=JOINTS, action_labels={}, command_targets=["joints"])
     with pytest.raises(ValueError, match="relative_commands names 'gripper', which is not a modality"):
-        tiny_config(modalities=JOINTS, action_labels={}, relative_commands=["gripper"])
+        tiny_config(modalities=JOINTS, action_labels={}, extensions={"relative_commands": {"gripper": "change"}})
     with pytest.raises(ValueError, match=r"relative_commands names 'camera_pose', .* or is in relative_poses"):
         tiny_config(
             modalities={"camera_pose": 7},
             action_labels={},
             relative_poses=["camera_pose"],
-            relative_commands=["camera_pose"],
+            extensions={"relative_commands": {"camera_pose": "change"}},
         )
+    with pytest.raises(ValueError, match=r"or reads it as 'target', not one of \('change', 'change_and_target'\)"):
+        tiny_config(modalities=JOINTS, action_labels={}, extensions={"relative_commands": {"joints": "target"}})

@@ -15,6 +15,11 @@ from astra_model.vae import VAEStream
 ACT = {"twist": np.linspace(-1, 1, 8 * 6, dtype=np.float32).reshape(8, 6)}
 
 
+def _fixed_camera(tolerance: float = 24.0, modalities: tuple[str, ...] = ("twist",)) -> dict[str, dict]:
+    """`AstraConfig.worlds` with one world, on the shared weights, that a fixed camera sees."""
+    return {"robot": {"modalities": list(modalities), "fixed_camera": True, "anchor_tolerance": tolerance}}
+
+
 def _model(attention: str = "full", **overrides) -> AstraWorldModel:
     torch.manual_seed(0)
     model = AstraWorldModel(tiny_config(attention=attention, **overrides)).eval()
@@ -47,9 +52,9 @@ def test_snapshot_restore_replays_exactly(seed_frames):
     assert np.array_equal(session.step(ACT), first)
 
 
-@pytest.mark.parametrize("fixed_camera", [[], ["twist"]])
-def test_fork_gives_counterfactual_batch_from_one_state(seed_frames, fixed_camera):
-    session = _model(fixed_camera=fixed_camera).start(seed_frames, seed=1)
+@pytest.mark.parametrize("worlds", [{}, _fixed_camera()], ids=["moving", "fixed-camera"])
+def test_fork_gives_counterfactual_batch_from_one_state(seed_frames, worlds):
+    session = _model(worlds=worlds).start(seed_frames, seed=1)
     session.step(ACT)
     snap = session.snapshot()
     reference = session.step(ACT)
@@ -85,7 +90,7 @@ def test_anchor_shows_the_true_frame_where_the_prediction_matches_its_reconstruc
 
 
 def test_fixed_camera_chunks_add_the_seed_frames_detail_and_leave_the_model_state_alone(seed_frames):
-    plain, anchored = _model(), _model(fixed_camera=["twist"], anchor_tolerance=1e9)  # keep everywhere
+    plain, anchored = _model(), _model(worlds=_fixed_camera(tolerance=1e9))  # keep everywhere
     sessions = [m.start(seed_frames, seed=2) for m in (plain, anchored)]
     frames = [s.step(ACT).astype(int) for s in sessions]
     assert torch.equal(sessions[0].state.history.latents, sessions[1].state.history.latents)
@@ -99,10 +104,10 @@ def test_fixed_camera_chunks_add_the_seed_frames_detail_and_leave_the_model_stat
 
 
 def test_config_refuses_anchoring_unknown_modalities_or_a_tolerance_of_zero():
-    with pytest.raises(ValueError, match=r"fixed_camera must name modalities \(unknown: \['gripper'\]\)"):
-        tiny_config(fixed_camera=["gripper"])
+    with pytest.raises(ValueError, match=r"worlds\['robot'\] must name modalities \(unknown: \['gripper'\]\)"):
+        tiny_config(worlds=_fixed_camera(modalities=("gripper",)))
     with pytest.raises(ValueError, match=r"anchor_tolerance must be > 0 \(got 0.0\)"):
-        tiny_config(fixed_camera=["twist"], anchor_tolerance=0.0)
+        tiny_config(worlds=_fixed_camera(tolerance=0.0))
 
 
 def test_memory_is_bounded_over_long_rollouts(seed_frames):

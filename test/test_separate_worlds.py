@@ -1,21 +1,24 @@
-"""Separate worlds: a modality's own copy of the trained weights (`AstraConfig.separate_worlds`)."""
+"""Separate worlds: a world's own copy of the trained weights (`WorldConfig.own_weights`), and what else a
+world settles: which modalities command it together, and its guidance scale."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from conftest import randomise_action_path, tiny_config
+from conftest import own_worlds, randomise_action_path, tiny_config
 
 from astra_model import AstraWorldModel
 from astra_model.checkpoint import CheckpointError, load_model
+from astra_model.config import WorldConfig
 from astra_model.train import warm_start
+from astra_model.worlds import guidance_scale_of, world_modalities, world_of, world_of_modality
 
 
 def _trained_shared(seed: int = 0) -> AstraWorldModel:
     """A model without separate worlds whose trained weights are all random, as after training."""
     torch.manual_seed(seed)
-    model = AstraWorldModel(tiny_config(moae={"motion": True, "local_motion": True})).eval()
+    model = AstraWorldModel(tiny_config(extensions={"motion": True, "local_motion": True})).eval()
     randomise_action_path(model)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -25,8 +28,8 @@ def _trained_shared(seed: int = 0) -> AstraWorldModel:
 
 
 def _separate(shared: AstraWorldModel, **overrides) -> AstraWorldModel:
-    """`shared` with the joints world separate, its copy starting from the shared weights."""
-    model = AstraWorldModel(shared.config.replace(separate_worlds=["joints"], **overrides)).eval()
+    """`shared` with the joints world separate (and `overrides`), its copy starting from the shared weights."""
+    model = AstraWorldModel(shared.config.replace(**{"worlds": own_worlds("joints"), **overrides})).eval()
     missing, unexpected = model.load_state_dict(shared.state_dict(), strict=False)
     assert not unexpected and missing and all(k.startswith("worlds.joints.") for k in missing)
     model.reset_worlds()
@@ -81,15 +84,16 @@ def test_the_worlds_part_once_a_world_copy_changes():
 def test_a_separate_world_takes_its_actions_alone():
     model = _separate(_trained_shared())
     x, t, hist, acts = _inputs()
-    with pytest.raises(ValueError, match=r"'joints' runs on its own weights, so its actions must come alone"):
+    with pytest.raises(ValueError, match=r"\(twist -> shared, joints -> joints\): .* must come from one world"):
         model(x, t, acts, hist)
-    with pytest.raises(ValueError, match=r"separate_worlds must name modalities \(unknown: \['arm'\]\)"):
-        tiny_config(separate_worlds=["arm"])
+    with pytest.raises(ValueError, match=r"worlds\['arm'\] must name modalities \(unknown: \['arm'\]\)"):
+        tiny_config(worlds=own_worlds("arm"))
 
 
 def test_each_world_samples_at_its_own_guidance_scale(seed_frames):
-    sampler = {"guidance_scale": 1.5, "world_guidance_scales": {"joints": 3.0}}
-    model = _separate(_trained_shared(), sampler=sampler)
+    model = _separate(
+        _trained_shared(), sampler={"guidance_scale": 1.5}, worlds=own_worlds("joints", guidance_scale=3.0)
+    )
     joints = {"joints": np.linspace(-1, 1, 8 * 4, dtype=np.float32).reshape(8, 4)}
     twist = {"twist": np.linspace(1, -1, 8 * 6, dtype=np.float32).reshape(8, 6)}
 
@@ -102,14 +106,27 @@ def test_each_world_samples_at_its_own_guidance_scale(seed_frames):
     assert not np.array_equal(chunk(twist), chunk(twist, 3.0))
 
 
-def test_world_guidance_scales_name_separate_worlds_with_finite_scales(tmp_path):
-    with pytest.raises(ValueError, match=r"world_guidance_scales must name separate_worlds \(not: \['twist'\]\)"):
-        tiny_config(separate_worlds=["joints"], sampler={"world_guidance_scales": {"twist": 2.0}})
-    with pytest.raises(ValueError, match="sampler guidance scales must be finite"):
-        tiny_config(separate_worlds=["joints"], sampler={"world_guidance_scales": {"joints": float("nan")}})
-    model = _separate(_trained_shared(), sampler={"world_guidance_scales": {"joints": 2.5}})
+def test_world_guidance_scales_are_finite_and_saved(tmp_path):
+    with pytest.raises(ValueError, match=r"worlds\['joints'\]\.guidance_scale must be finite"):
+        tiny_config(worlds=own_worlds("joints", guidance_scale=float("nan")))
+    model = _separate(_trained_shared(), worlds=own_worlds("joints", guidance_scale=2.5))
     model.save_pretrained(tmp_path)
-    assert load_model(tmp_path).config.sampler.world_guidance_scales == {"joints": 2.5}
+    assert load_model(tmp_path).config.worlds["joints"].guidance_scale == 2.5
+
+
+def test_worlds_take_the_modalities_no_world_names_into_the_shared_world():
+    config = tiny_config(
+        worlds={"arm": {"modalities": ["joints"], "guidance_scale": 3.0}, "car": {"modalities": ["twist"]}},
+        sampler={"guidance_scale": 1.5},
+    )
+    assert world_modalities(config) == {"shared": ("camera_pose",), "arm": ("joints",), "car": ("twist",)}
+    assert world_of_modality("camera_pose", config) == "shared" and world_of(["twist"], config) == "car"
+    assert (guidance_scale_of(["joints"], config), guidance_scale_of(["twist"], config)) == (3.0, 1.5)
+    assert world_of(None, config) is None and AstraWorldModel(config).worlds.keys() == set()  # no own weights
+    with pytest.raises(ValueError, match=r"\['joints'\] are in several"):
+        tiny_config(worlds={"arm": {"modalities": ["joints"]}, "other": {"modalities": ["joints", "twist"]}})
+    with pytest.raises(ValueError, match=r"worlds names 'shared', the world of the modalities in no world"):
+        tiny_config(worlds={"shared": {"modalities": ["joints"]}})
 
 
 def test_save_load_keeps_the_worlds_bit_exact_and_a_shared_checkpoint_does_not_fit(tmp_path):
@@ -119,7 +136,7 @@ def test_save_load_keeps_the_worlds_bit_exact_and_a_shared_checkpoint_does_not_f
         model.worlds["joints"].moae.experts[0][0].weight.add_(1.0)
     model.save_pretrained(tmp_path / "worlds")
     loaded = load_model(tmp_path / "worlds")
-    assert loaded.config.separate_worlds == ["joints"]
+    assert loaded.config.worlds == {"joints": WorldConfig(["joints"], own_weights=True)}
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
     shared.save_pretrained(tmp_path / "shared")
     (tmp_path / "shared/config.json").write_text((tmp_path / "worlds/config.json").read_text())
@@ -130,7 +147,7 @@ def test_save_load_keeps_the_worlds_bit_exact_and_a_shared_checkpoint_does_not_f
 def test_warm_start_from_a_shared_model_copies_its_weights_into_the_world(tmp_path):
     shared = _trained_shared(seed=1)
     shared.save_pretrained(tmp_path / "shared")
-    model = AstraWorldModel(shared.config.replace(separate_worlds=["joints"]))
+    model = AstraWorldModel(shared.config.replace(worlds=own_worlds("joints")))
     assert warm_start(model, tmp_path / "shared") == []
     params = dict(model.named_parameters())
     names = model.shared_names()

@@ -183,13 +183,13 @@ def _config(recorded, tmp_path, name: str, domain: str = "*", **fields) -> Train
 
 def test_stage_yaml_base_supplies_what_the_file_leaves_out_mappings_merged(tmp_path):
     (tmp_path / "parent.yaml").write_text(
-        "stage: astra\nout_dir: a\nsteps: 3000\nlr: 0.001\nmodel: {moae: {spatial: true}, history: {slots_4x: 2}}\n"
-        "data: {train: [t], val: [v]}\n"
+        "stage: astra\nout_dir: a\nsteps: 3000\nlr: 0.001\n"
+        "model: {extensions: {spatial: true}, history: {slots_4x: 2}}\ndata: {train: [t], val: [v]}\n"
     )
-    (tmp_path / "child.yaml").write_text("base: parent.yaml\nout_dir: b\nmodel: {moae: {local_motion: true}}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nout_dir: b\nmodel: {extensions: {local_motion: true}}\n")
     cfg = TrainConfig.load(tmp_path / "child.yaml", {"steps": 5})
     assert (cfg.stage, cfg.out_dir, cfg.steps, cfg.lr) == ("astra", "b", 5, 0.001)
-    assert cfg.model == {"moae": {"spatial": True, "local_motion": True}, "history": {"slots_4x": 2}}
+    assert cfg.model == {"extensions": {"spatial": True, "local_motion": True}, "history": {"slots_4x": 2}}
     assert cfg.data.train == ["t"]
 
 
@@ -293,7 +293,7 @@ def test_stage_three_warm_starts_from_a_trained_run_and_leaves_new_heads_fresh(
 ):
     first = _train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     trained = dict(AstraWorldModel.from_pretrained(first).named_parameters())
-    local = {"moae": {"local_motion": True}}
+    local = {"extensions": {"local_motion": True}}
     stage = _stage(_config(recorded, tmp_path, "astra_local", stage="astra", init_from=str(backbone_dir), model=local))
     params = {n: p for n, p in stage.module.named_parameters() if p.requires_grad}
     for source in (first, tmp_path / "astra/checkpoints/step_0000002"):
@@ -311,7 +311,7 @@ def test_a_separate_world_trained_alone_leaves_the_shared_model_bit_exact(record
     base_dir = _train(_config(recorded, tmp_path, "astra", init_from=str(backbone_dir)))
     arm_cfg = _config(
         recorded, tmp_path, "arm", domain="arm", stage="astra", init_from=str(base_dir), warm_start=str(base_dir),
-        model={"separate_worlds": ["joints"]}, lr=1e-2,
+        model={"worlds": {"arm": {"modalities": ["joints"], "own_weights": True}}}, lr=1e-2,
     )  # fmt: skip
     base, after = AstraWorldModel.from_pretrained(base_dir), AstraWorldModel.from_pretrained(_train(arm_cfg))
     trained = dict(after.named_parameters())
@@ -449,7 +449,7 @@ def test_decoder_stage_tunes_only_the_vae_decoder_of_a_world_model_and_resumes(r
     assert after.config == before.config  # latent statistics included
 
 
-RENDERING = {"moae": {"action_field": True, "field_render": True}}
+RENDERING = {"extensions": {"action_field": {"render": True}}}
 
 
 def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir, tmp_path):

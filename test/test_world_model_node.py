@@ -25,7 +25,7 @@ import rclpy
 import torch
 from astra_msgs.msg import ActionCandidate, ActionSequence, RolloutStatus
 from astra_msgs.srv import Imagine, Reset
-from conftest import randomise_action_path
+from conftest import own_worlds, randomise_action_path
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.srv import SetParameters
@@ -388,7 +388,7 @@ def test_bad_start_up_parameters_stop_the_node_with_a_reason(
 
 def test_a_separate_world_is_driven_alone_until_a_reset(ros: Harness, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = AstraWorldModel(AstraConfig.preset("tiny").replace(separate_worlds=["joints"]))
+    model = AstraWorldModel(AstraConfig.preset("tiny").replace(worlds=own_worlds("joints")))
     model.seed_frame = np.zeros((SIZE, SIZE, 3), np.uint8)
     model.save_pretrained(tmp_path)
     namespace = f"{NAMESPACE}/worlds"
