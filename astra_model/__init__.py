@@ -3,18 +3,30 @@
 Pure PyTorch + diffusers; no ROS import anywhere in this package.
 """
 
-from .config import AstraConfig, HistoryConfig, MoAEConfig, NoiseAugConfig, SamplerConfig
+from .config import (
+    ActionFieldConfig,
+    AstraConfig,
+    ExtensionsConfig,
+    HistoryConfig,
+    MoAEConfig,
+    NoiseAugConfig,
+    SamplerConfig,
+    WorldConfig,
+)
 from .history import History
 from .model import AstraOutput, AstraWorldModel, KVCache
 
 __all__ = [
+    "ActionFieldConfig",
     "AstraConfig",
     "AstraOutput",
     "AstraWorldModel",
+    "ExtensionsConfig",
     "History",
     "HistoryConfig",
     "KVCache",
     "MoAEConfig",
     "NoiseAugConfig",
     "SamplerConfig",
+    "WorldConfig",
 ]

@@ -66,14 +66,14 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: corrupt or not a safetensors file ({err})") from err
 
 
-def read_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A model folder's weights with today's names, whatever format wrote them (`astra_model.formats`);
-    a file that names none (e.g. written by hand) is read as the first format."""
+def read_model_weights(path: str | Path, config: AstraConfig) -> dict[str, torch.Tensor]:
+    """The weights of a model of `config` with today's names, whatever format wrote them
+    (`astra_model.formats`); a file that names none (e.g. written by hand) is read as the first format."""
     state = read_weights(path)
     with safe_open(str(path), "pt") as file:
         fmt = (file.metadata() or {}).get("format", FORMATS[0])
     try:
-        return upgrade_state(state, check_format(fmt, str(path)))
+        return upgrade_state(state, check_format(fmt, str(path)), config)
     except ValueError as err:
         raise CheckpointError(str(err)) from err
 
@@ -107,7 +107,7 @@ def build_from_state(config: AstraConfig, state: dict[str, torch.Tensor], source
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> AstraWorldModel:
     config = read_config(directory)
     weights = Path(directory) / WEIGHTS_NAME
-    model = build_from_state(config, read_model_weights(weights), str(weights)).to(device)
+    model = build_from_state(config, read_model_weights(weights, config), str(weights)).to(device)
     seed = Path(directory) / SEED_FRAME_NAME
     if seed.is_file():
         try:

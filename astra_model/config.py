@@ -127,6 +127,8 @@ class ActionFieldConfig:
     """The action field (`astra_model.action_field`).
 
     Args:
+        worlds: the worlds whose weights have a field. The worlds on the shared weights share one, which
+            serves those of them it names.
         hidden: width of its two hidden layers. A field saved narrower warm-starts a wider one that
             computes the same (`astra_model.action_field.widened`).
         render: a second MLP of the field's inputs, the renderer, predicts each generated token's clean
@@ -134,6 +136,7 @@ class ActionFieldConfig:
             target (`field_render_weight` in training), a direct one for what the commands put where.
     """
 
+    worlds: list[str]
     hidden: int = 128
     render: bool = False
 
@@ -427,8 +430,12 @@ class AstraConfig:
                     f"AstraConfig: extensions.pose_warp[{name!r}] must name a relative_poses modality with a "
                     f"vertical field of view in (0, 180) degrees, got {fov}"
                 )
-        if ext.action_field is not None and ext.action_field.hidden < 1:
-            raise ValueError(f"AstraConfig: extensions.action_field.hidden must be >= 1, got {ext.action_field.hidden}")
+        field = ext.action_field
+        if field is not None and field.hidden < 1:
+            raise ValueError(f"AstraConfig: extensions.action_field.hidden must be >= 1, got {field.hidden}")
+        if field is not None and (not field.worlds or not set(field.worlds) <= set(self.all_worlds)):
+            unknown = sorted(set(field.worlds) - set(self.all_worlds))
+            raise ValueError(f"AstraConfig: extensions.action_field.worlds must name worlds (unknown: {unknown})")
 
     # -- serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ part of `astra_model.worlds.TrainedWeights`); the pose warp belongs to a modalit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -44,15 +44,21 @@ from .view_motion import ViewMotion
 
 
 class WorldExtensions(nn.Module):
-    """The extensions' trained modules in one world's weights; each None while its extension is off.
+    """The extensions' trained modules in the weights of some worlds; each None while its extension is off.
+
+    Args:
+        config: the model's config.
+        num_blocks: transformer blocks.
+        worlds: the worlds that run on these weights (one with its own weights, or those on the shared ones).
 
     Attributes:
         motion: the view's motion head (`extensions.motion`).
         local_motion: the per-token motion head (`extensions.local_motion`).
-        action_field: the action field, with its renderer (`extensions.action_field`).
+        action_field: the action field, with its renderer, where `extensions.action_field` names one of
+            `worlds`.
     """
 
-    def __init__(self, config: AstraConfig, num_blocks: int) -> None:
+    def __init__(self, config: AstraConfig, num_blocks: int, worlds: Iterable[str]) -> None:
         super().__init__()
         ext, unified = config.extensions, config.moae.unified_dim
         self.motion = ViewMotion(unified) if ext.motion else None
@@ -62,7 +68,7 @@ class WorldExtensions(nn.Module):
         render_dim = 4 * config.latent_channels if field is not None and field.render else 0
         self.action_field = (
             ActionField(unified, config.dim, num_blocks, field.hidden, render_dim=render_dim)
-            if field is not None
+            if field is not None and set(worlds) & set(field.worlds)
             else None
         )
 
@@ -153,10 +159,10 @@ class Conditioning:
 
 
 def condition(
-    config: AstraConfig, extensions: WorldExtensions, pose_warp: nn.ModuleDict, inputs: ChunkInputs
+    config: AstraConfig, world: str, extensions: WorldExtensions, pose_warp: nn.ModuleDict, inputs: ChunkInputs
 ) -> Conditioning:
-    """What the extensions do to a forward pass with `inputs`, run on a world's `extensions` and the
-    model's `pose_warp` (modality -> `PoseWarp`)."""
+    """What the extensions do to a forward pass in `world` with `inputs`, run on the world's `extensions`
+    and the model's `pose_warp` (modality -> `PoseWarp`)."""
     rows, cols, history = inputs.height, inputs.width, inputs.history
     out = Conditioning()
     warp = next((name for name in inputs.actions if name in pose_warp), None)
@@ -170,6 +176,6 @@ def condition(
         out.chunk_basis = spatial_basis(inputs.positions, rows, cols)
         if inputs.history_positions is not None:
             out.history_basis = spatial_basis(inputs.history_positions, rows, cols)
-    if extensions.action_field is not None:
+    if extensions.action_field is not None and world in config.extensions.action_field.worlds:
         out.field, out.render = extensions.action_field.embed(inputs.routed, inputs.positions, rows, cols)
     return out

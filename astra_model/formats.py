@@ -8,7 +8,8 @@ today. Loading converts an earlier one:
   paper's settings (`relative_commands`, `command_targets`, `pose_warp`); they are now `extensions`. A world
   was a modality's, spread over `separate_worlds`, `fixed_camera`, `anchor_tolerance` and
   `sampler.world_guidance_scales`; each modality with its own weights or a fixed camera is now a world
-  of `worlds` named after it, and the others make the shared world, as they did.
+  of `worlds` named after it, and the others make the shared world, as they did. The action field was in
+  every world's weights; it is named in every world.
 - `astra-ros/1` weights kept the extensions' modules inside MoAE's (`moae.motion`, `moae.local_motion`,
   `moae.field`); they now sit beside it (`extensions.motion.head`, `extensions.local_motion`,
   `extensions.action_field`), in the shared weights as in each separate world's.
@@ -27,6 +28,9 @@ import re
 from typing import Any
 
 import torch
+
+from .config import SHARED_WORLD, AstraConfig
+from .worlds import world_of_modality, worlds_on
 
 FORMAT = "astra-ros/2"
 FORMATS = ("astra-ros/1", FORMAT)
@@ -53,24 +57,37 @@ def upgrade_config(config: dict[str, Any], fmt: str) -> dict[str, Any]:
     if fmt == FORMAT:
         return config
     old = without_removed_switches(config)
-    moae = dict(old.pop("moae", {}))
-    sampler = dict(old.pop("sampler", {}))
-    scales = sampler.pop("world_guidance_scales", {})
+    moae, sampler = dict(old.pop("moae", {})), dict(old.pop("sampler", {}))
+    worlds = _worlds(old, sampler.pop("world_guidance_scales", {}))
+    named = {m for world in worlds.values() for m in world["modalities"]}
+    # Every world had the field: the shared one (as `AstraConfig.all_worlds` adds it) and the named ones.
+    every = ([SHARED_WORLD] if set(old.get("modalities", {})) - named else []) + list(worlds)
+    extensions = _extensions(old, moae, every)
+    return old | {"moae": moae, "sampler": sampler, "worlds": worlds, "extensions": extensions}
+
+
+def _worlds(old: dict[str, Any], scales: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """The worlds of a format-1 config (popping what said them): one per modality with its own weights or a
+    fixed camera, named after it."""
     separate, fixed = old.pop("separate_worlds", []), old.pop("fixed_camera", [])
-    tolerance = old.pop("anchor_tolerance", None)
+    tolerance = {"anchor_tolerance": old.pop("anchor_tolerance")} if "anchor_tolerance" in old else {}
     worlds = {}
     for name in [m for m in old.get("modalities", {}) if m in separate or m in fixed]:
         worlds[name] = {"modalities": [name], "own_weights": name in separate, "guidance_scale": scales.get(name)}
-        if name in fixed:
-            worlds[name] |= {"fixed_camera": True} | ({} if tolerance is None else {"anchor_tolerance": tolerance})
-    targets = old.pop("command_targets", [])
-    readings = {m: "change_and_target" if m in targets else "change" for m in old.pop("relative_commands", [])}
+        worlds[name] |= {"fixed_camera": True, **tolerance} if name in fixed else {}
+    return worlds
+
+
+def _extensions(old: dict[str, Any], moae: dict[str, Any], worlds: list[str]) -> dict[str, Any]:
+    """The extensions of a format-1 config (popping what said them from it and its `moae`), an action field
+    in every one of `worlds`."""
     extensions = {name: moae.pop(name) for name in ("spatial", "motion", "local_motion") if name in moae}
-    field = {"hidden": moae.pop("field_hidden", 128), "render": moae.pop("field_render", False)}
+    field = {"worlds": worlds, "hidden": moae.pop("field_hidden", 128), "render": moae.pop("field_render", False)}
     if moae.pop("action_field", False):
         extensions["action_field"] = field
-    extensions |= {"pose_warp": old.pop("pose_warp", {}), "relative_commands": readings}
-    return old | {"moae": moae, "sampler": sampler, "worlds": worlds, "extensions": extensions}
+    targets = old.pop("command_targets", [])
+    readings = {m: "change_and_target" if m in targets else "change" for m in old.pop("relative_commands", [])}
+    return extensions | {"pose_warp": old.pop("pose_warp", {}), "relative_commands": readings}
 
 
 def without_removed_switches(config: dict[str, Any]) -> dict[str, Any]:
@@ -95,17 +112,38 @@ def check_format(fmt: str | None, source: str) -> str:
     return fmt
 
 
-def upgrade_state(state: dict[str, torch.Tensor], fmt: str) -> dict[str, torch.Tensor]:
-    """A state dict of format `fmt` with today's names. Today's names convert to themselves, so a state dict
-    of unknown format can be read as the first."""
+def upgrade_state(state: dict[str, torch.Tensor], fmt: str, config: AstraConfig) -> dict[str, torch.Tensor]:
+    """A state dict of format `fmt` with today's names, for a model of `config` (today's). Today's names convert
+    to themselves, so a state dict of unknown format can be read as the first.
+
+    A format-1 world's weights were named after its modality; they take the name of the world it commands.
+    A format-1 action field that `config` leaves out is dropped where its output layer is zero, so that it
+    added nothing (the shipped demo model's mobile world's, which no stage trained); any other stays, for
+    the caller to find unexpected."""
     if fmt == FORMAT:
         return state
-    return {_renamed(key): tensor for key, tensor in state.items()}
+    renamed = {_renamed(key, config): tensor for key, tensor in state.items()}
+    return {key: tensor for key, tensor in renamed.items() if not _unused_zero_field(key, renamed, config)}
 
 
-def _renamed(key: str) -> str:
-    world, rest = re.match(r"^(worlds\.[^.]+\.)?(.*)$", key).groups()
+def _renamed(key: str, config: AstraConfig) -> str:
+    world, rest = re.match(r"^(?:worlds\.([^.]+)\.)?(.*)$", key).groups()
+    if world in config.modalities:
+        world = world_of_modality(world, config)
+    prefix = "" if world is None else f"worlds.{world}."
     for old, new in _MOVED_MODULES.items():
         if rest.startswith(old):
-            return f"{world or ''}{new}{rest[len(old) :]}"
-    return key
+            return f"{prefix}{new}{rest[len(old) :]}"
+    return prefix + rest
+
+
+def _unused_zero_field(key: str, state: dict[str, torch.Tensor], config: AstraConfig) -> bool:
+    """Whether `key` belongs to an action field that `config` gives its weights none of, and that adds zero."""
+    found = re.match(r"^(?:worlds\.([^.]+)\.)?extensions\.action_field\.", key)
+    if found is None:
+        return False
+    field = config.extensions.action_field
+    if field is not None and set(worlds_on(found[1], config)) & set(field.worlds):
+        return False
+    output = [state[f"{found[0]}net.4.{name}"] for name in ("weight", "bias")]
+    return not any(tensor.any() for tensor in output)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +13,7 @@ import torch.utils.checkpoint
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from torch import nn
 
+from .action_field import ActionField
 from .actions import group_per_latent_frame, validate_actions
 from .blocks import LayerKV, Stream, astra_block
 from .config import AstraConfig
@@ -22,7 +23,7 @@ from .init import identity_
 from .moae import MixtureOfActionExperts, Routed
 from .pose_warp import PoseWarp
 from .rope import grid_positions, rotary_embedding
-from .worlds import TrainedWeights, separate_world_of
+from .worlds import TrainedWeights, separate_world_of, world_of, worlds_on
 
 if TYPE_CHECKING:
     from .rollout import RolloutSession
@@ -39,8 +40,8 @@ class AstraOutput:
         velocity: `[B, C, F, h, w]` predicted flow-matching velocity (noise - x0).
         load_balance_loss: scalar MoAE router loss (0 without learned routing or actions).
         field_render: `[B, F * h/2 * w/2, 4 C]` the action field's renderer's prediction of each chunk
-            token's clean latent (`extensions.action_field.render`; a token's 2 x 2 latent pixels as `pixel_unshuffle`
-            orders them); None without a renderer or actions.
+            token's clean latent (`extensions.action_field.render`; a token's 2 x 2 latent pixels as
+            `pixel_unshuffle` orders them); None without a renderer or actions.
     """
 
     velocity: torch.Tensor
@@ -102,7 +103,7 @@ class AstraWorldModel(nn.Module):
         self.adapters = nn.ModuleList(nn.Linear(dim, dim) for _ in range(blocks))
         self.history_embedder = HistoryEmbedder(config.latent_channels, dim)
         self.moae = MixtureOfActionExperts(config, blocks)
-        self.extensions = WorldExtensions(config, blocks)
+        self.extensions = WorldExtensions(config, blocks, worlds_on(None, config))
         # Text context used when the caller gives none (a world model is usually driven without prompts).
         self.register_buffer("default_text_embeds", torch.zeros(config.text_len, config.backbone["text_dim"]))
         # Optional uint8 [H, W, 3] frame a rollout starts from when the user gives none (saved with the model).
@@ -113,7 +114,9 @@ class AstraWorldModel(nn.Module):
             identity_(adapter)
         self.history_embedder.init_from_patch_embedding(self.backbone.patch_embedding)
         own = [name for name, world in config.all_worlds.items() if world.own_weights]
-        self.worlds = nn.ModuleDict({name: self.shared_weights().copy() for name in own})
+        self.worlds = nn.ModuleDict(
+            {name: self.shared_weights().copy(WorldExtensions(config, blocks, [name])) for name in own}
+        )
         self.pose_warp = nn.ModuleDict(
             {name: PoseWarp(config.latent_channels, dim, fov) for name, fov in config.extensions.pose_warp.items()}
         )
@@ -122,11 +125,12 @@ class AstraWorldModel(nn.Module):
     # -- construction ------------------------------------------------------------------------------
     @torch.no_grad()
     def reset_worlds(self) -> None:
-        """Every separate world's weights set to the shared ones: the model then computes the same in
-        every world."""
+        """Every separate world's weights set to the shared ones (an extension module the shared weights lack
+        keeps its own, which changes nothing until trained): the model then computes the same in every world."""
         shared = self.shared_weights().state_dict()
         for weights in self.worlds.values():
-            weights.load_state_dict(shared)
+            own = weights.state_dict()
+            weights.load_state_dict({k: v for k, v in shared.items() if k in own}, strict=False)
 
     def set_trainable(self) -> None:
         """Astra's split: self-attention, ACT-Adapters, history embedders and MoAE train (the shared ones
@@ -147,8 +151,13 @@ class AstraWorldModel(nn.Module):
     def shared_names(self) -> dict[str, str]:
         """Each separate world's parameter name -> the name of the shared parameter it copies."""
         name_of = {id(p): n for n, p in self.named_parameters()}
-        shared = list(self.shared_weights().named_parameters())
-        return {f"worlds.{world}.{n}": name_of[id(p)] for world in self.worlds for n, p in shared}
+        shared = dict(self.shared_weights().named_parameters())
+        return {
+            f"worlds.{world}.{n}": name_of[id(shared[n])]
+            for world, weights in self.worlds.items()
+            for n, _ in weights.named_parameters()
+            if n in shared
+        }
 
     @classmethod
     def from_wan(cls, path: str | Path, **overrides: Any) -> AstraWorldModel:
@@ -268,19 +277,23 @@ class AstraWorldModel(nn.Module):
         # Head, on chunk tokens only.
         return AstraOutput(self._head(chunk_stream.x, temb, noisy_latents.shape), lb_loss, ext.render)
 
-    def weights_for(self, actions: Mapping[str, torch.Tensor] | None) -> TrainedWeights:
-        """The trained weights a call with `actions` runs on: the shared ones, or those of the separate
-        world the actions command (`astra_model.worlds`)."""
+    def weights_for(self, actions: Mapping[str, torch.Tensor] | Iterable[str] | None) -> TrainedWeights:
+        """The trained weights a call with `actions` (or their modalities) runs on: the shared ones, or those
+        of the separate world the actions command (`astra_model.worlds`)."""
         world = separate_world_of(actions, self.config)
         return self.worlds[world] if world is not None else self.shared_weights()
+
+    def action_field_of(self, actions: Mapping[str, torch.Tensor] | Iterable[str]) -> ActionField | None:
+        """The action field of the world `actions` (or their modalities) command, if it has one."""
+        field, world = self.weights_for(actions).extensions.action_field, world_of(actions, self.config)
+        return field if field is not None and world in self.config.extensions.action_field.worlds else None
 
     def field_drawing(self, actions: Mapping[str, torch.Tensor], latent_shape: torch.Size) -> torch.Tensor | None:
         """The action field's renderer's drawing `[B, F * h/2 * w/2, 4 C]` (as `AstraOutput.field_render`) of a
         chunk of latents shaped `latent_shape` `[B, C, F, h, w]` under `actions` (as the model reads them),
         without running the transformer; None when the commanded world's field has no renderer."""
         b, _, f, h, w = latent_shape
-        weights = self.weights_for(actions)
-        field = weights.extensions.action_field
+        weights, field = self.weights_for(actions), self.action_field_of(actions)
         if field is None or field.renderer is None:
             return None
         routed, _ = self._route_actions(weights.moae, actions, f, b, None, field.renderer[0].weight, None)
@@ -349,7 +362,7 @@ class AstraWorldModel(nn.Module):
         if routed is None:
             return Conditioning()
         inputs = ChunkInputs(actions, routed.chunk, action_mask, history, chunk_pos, hist_pos, h // 2, w // 2)
-        return condition(self.config, weights.extensions, self.pose_warp, inputs)
+        return condition(self.config, world_of(actions, self.config), weights.extensions, self.pose_warp, inputs)
 
     def _history_stream(
         self,

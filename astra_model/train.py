@@ -40,7 +40,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from .action_field import widened
-from .checkpoint import WEIGHTS_NAME, read_model_weights
+from .checkpoint import WEIGHTS_NAME, read_model_weights, read_weights
 from .config import AstraConfig
 from .data import LatentClips, VideoEpisode, action_stats, random_frame_clips
 from .formats import FORMAT
@@ -493,7 +493,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def load_checkpoint(directory: Path, module, optimizer, rng: np.random.Generator, gen) -> int:
-    weights = read_model_weights(directory / "trainable.safetensors")
+    weights = _read_trainable(directory / "trainable.safetensors", module)
     params = _trainable(module)
     if set(weights) != set(params):
         raise ValueError(f"{directory}: checkpoint parameters do not match this stage's trainable parameters")
@@ -508,6 +508,12 @@ def load_checkpoint(directory: Path, module, optimizer, rng: np.random.Generator
     return int(state["step"])
 
 
+def _read_trainable(path: Path, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors saved at `path` for `module`, a world model's with today's names (`astra_model.formats`)."""
+    config = getattr(module, "config", None)
+    return read_model_weights(path, config) if isinstance(config, AstraConfig) else read_weights(path)
+
+
 def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     """Copy into `module`'s trainable parameters the tensors of the same name and shape saved in
     `directory` (a checkpoint's `trainable.safetensors`, else a model's `model.safetensors`); returns the
@@ -516,7 +522,7 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
     (`widened`). A separate world's weight that `directory` lacks (its world was shared there) starts from
     the shared weight it copies. Raises ValueError when nothing matches."""
     file = directory / "trainable.safetensors"
-    weights = read_model_weights(file if file.is_file() else directory / WEIGHTS_NAME)
+    weights = _read_trainable(file if file.is_file() else directory / WEIGHTS_NAME, module)
     params = _trainable(module)
     config = getattr(module, "config", None)
     readings = config.extensions.relative_commands if isinstance(config, AstraConfig) else {}
@@ -548,7 +554,7 @@ def warm_start(module: torch.nn.Module, directory: Path) -> list[str]:
 
 def _renders(model: AstraWorldModel, modality: str) -> bool:
     """Whether the world `modality` commands has an action field with a renderer."""
-    field = model.weights_for([modality]).extensions.action_field
+    field = model.action_field_of([modality])
     return field is not None and field.renderer is not None
 
 

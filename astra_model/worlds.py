@@ -60,10 +60,20 @@ class TrainedWeights(nn.Module):
         self.moae = moae
         self.extensions = extensions
 
-    def copy(self) -> TrainedWeights:
-        """An independent copy (the MoAE keeps referring to the same `AstraConfig`)."""
+    def copy(self, extensions: WorldExtensions) -> TrainedWeights:
+        """An independent copy with `extensions` (the MoAE keeps referring to the same `AstraConfig`), which
+        start as these weights' extensions where they have the same module, and as initialised elsewhere."""
         config = self.moae.config
-        return copy.deepcopy(self, memo={id(config): config})
+        parts = (self.attn1, self.adapters, self.history_embedder, self.moae)
+        extensions.load_state_dict(self.extensions.state_dict(), strict=False)
+        return TrainedWeights(*copy.deepcopy(parts, memo={id(config): config}), extensions)
+
+
+def worlds_on(weights: str | None, config: AstraConfig) -> list[str]:
+    """The worlds that run on `weights`: a world with its own weights, or None for the shared ones."""
+    if weights is not None:
+        return [weights]
+    return [name for name, world in config.all_worlds.items() if not world.own_weights]
 
 
 def world_modalities(config: AstraConfig) -> dict[str, tuple[str, ...]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,9 @@ from diffusers import AutoencoderKLWan, WanTransformer3DModel
 from astra_model import AstraConfig, AstraWorldModel, History
 from astra_model.data import LatentClips, VideoEpisode
 from astra_model.training import flow_matching_loss
+
+# The shipped demo model's config.json as it shipped, in format 1 (it leaves every removed switch off).
+FORMAT_1_DEMO_CONFIG = Path(__file__).parent / "data" / "demo_config_astra-ros-1.json"
 
 
 def tiny_config(**overrides) -> AstraConfig:

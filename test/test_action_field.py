@@ -55,7 +55,7 @@ def test_the_field_trains_with_the_action_path_and_changes_predictions_once_trai
     x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
     acts = {"twist": torch.randn(1, 8, 6)}
     torch.manual_seed(0)
-    model = AstraWorldModel(tiny_config(extensions={"action_field": {}})).eval()
+    model = AstraWorldModel(tiny_config(extensions={"action_field": {"worlds": ["shared"]}})).eval()
     assert all(p.requires_grad for p in model.extensions.action_field.parameters())
     with torch.no_grad():
         before = model(x, t, acts, hist).velocity
@@ -82,7 +82,7 @@ def test_a_widened_field_computes_what_the_narrow_one_did():
 
 def test_a_wider_field_warm_starts_from_a_narrow_one_and_predicts_the_same(tmp_path):
     torch.manual_seed(0)
-    narrow = AstraWorldModel(tiny_config(extensions={"action_field": {"hidden": 16}})).eval()
+    narrow = AstraWorldModel(tiny_config(extensions={"action_field": {"worlds": ["shared"], "hidden": 16}})).eval()
     randomise_action_path(narrow)
     trained(narrow.extensions.action_field, std=0.3)
     narrow.save_pretrained(tmp_path)
@@ -101,12 +101,12 @@ def test_a_wider_field_warm_starts_from_a_narrow_one_and_predicts_the_same(tmp_p
 
 def test_the_field_width_must_be_positive():
     with pytest.raises(ValueError, match=r"extensions\.action_field\.hidden must be >= 1, got 0"):
-        tiny_config(extensions={"action_field": {"hidden": 0}})
+        tiny_config(extensions={"action_field": {"worlds": ["shared"], "hidden": 0}})
 
 
 def test_a_renderer_joins_a_saved_field_without_changing_its_predictions(tmp_path):
     torch.manual_seed(0)
-    plain = AstraWorldModel(tiny_config(extensions={"action_field": {}})).eval()
+    plain = AstraWorldModel(tiny_config(extensions={"action_field": {"worlds": ["shared"]}})).eval()
     randomise_action_path(plain)
     trained(plain.extensions.action_field, std=0.3)
     plain.save_pretrained(tmp_path)
@@ -154,11 +154,44 @@ def test_render_error_compares_each_token_with_its_own_latent_pixels():
 
 
 def test_the_render_term_is_added_with_its_weight_and_trains_the_renderer_alone():
-    model, render = added_term({"action_field": {"render": True}}, "field_render_weight", "render")
+    model, render = added_term(
+        {"action_field": {"worlds": ["shared"], "render": True}}, "field_render_weight", "render"
+    )
     assert render > 0
     render.backward()
     # The render term trains the renderer alone: the field and the encoders behind it learn from the flow.
     assert all(p.grad.abs().sum() > 0 for p in model.extensions.action_field.renderer.parameters())
     field = model.extensions.action_field
     assert all(p.grad is None for p in (*field.net.parameters(), *model.moae.encoders.parameters()))
-    assert added_term({"action_field": {}}, "field_render_weight", "render")[1] == 0  # no renderer
+    assert added_term({"action_field": {"worlds": ["shared"]}}, "field_render_weight", "render")[1] == 0  # no renderer
+
+
+def test_only_the_worlds_the_field_names_have_one():
+    worlds = {"arm": {"modalities": ["joints"], "own_weights": True}, "car": {"modalities": ["twist"]}}
+    config = tiny_config(worlds=worlds, extensions={"action_field": {"worlds": ["arm", "car"]}})
+    model = AstraWorldModel(config).eval()
+    # The worlds on the shared weights (car, and camera_pose's shared world) share one field, which serves car.
+    assert model.worlds["arm"].extensions.action_field is not None and model.extensions.action_field is not None
+    assert model.action_field_of(["twist"]) is model.extensions.action_field
+    assert model.action_field_of(["camera_pose"]) is None
+    unnamed = AstraWorldModel(config.replace(extensions={"action_field": {"worlds": ["arm"]}}))
+    assert unnamed.extensions.action_field is None and not any(
+        ".action_field." in n for n, _ in unnamed.named_parameters() if not n.startswith("worlds.arm.")
+    )
+    with pytest.raises(ValueError, match=r"action_field\.worlds must name worlds \(unknown: \['joints'\]\)"):
+        tiny_config(worlds=worlds, extensions={"action_field": {"worlds": ["joints"]}})
+
+
+def test_the_field_adds_to_the_worlds_it_names_only():
+    torch.manual_seed(0)
+    worlds = {"car": {"modalities": ["twist"]}, "flight": {"modalities": ["camera_pose"]}}
+    model = AstraWorldModel(tiny_config(worlds=worlds, extensions={"action_field": {"worlds": ["car"]}})).eval()
+    randomise_action_path(model)
+    x, t, hist = torch.randn(1, 16, 2, 8, 8), torch.tensor([500.0]), torch.randn(1, 16, 3, 8, 8)
+    acts = {"twist": torch.randn(1, 8, 6), "camera_pose": torch.randn(1, 8, 7)}
+    with torch.no_grad():
+        before = {m: model(x, t, {m: a}, hist).velocity for m, a in acts.items()}
+        trained(model.extensions.action_field, std=0.5)
+        after = {m: model(x, t, {m: a}, hist).velocity for m, a in acts.items()}
+    assert not torch.allclose(after["twist"], before["twist"])
+    assert torch.equal(after["camera_pose"], before["camera_pose"])  # the same weights, but no field in its world

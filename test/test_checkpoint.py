@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import own_worlds, randomise_action_path, tiny_config
+from conftest import FORMAT_1_DEMO_CONFIG, randomise_action_path, tiny_config, trained
 from safetensors.torch import load_file, save_file
 
 from astra_model import AstraWorldModel
-from astra_model.checkpoint import CheckpointError, read_config
-from astra_model.formats import REMOVED_SWITCHES
+from astra_model.checkpoint import CheckpointError, read_config, write_config
+from astra_model.config import ActionFieldConfig, AstraConfig, ExtensionsConfig, WorldConfig
+from astra_model.formats import REMOVED_SWITCHES, upgrade_config
 
 
 @pytest.fixture()
@@ -93,10 +94,6 @@ def test_seed_frame_travels_with_the_checkpoint(tmp_path, tiny_model, seed_frame
     assert loaded.seed_frame.dtype == np.uint8 and np.array_equal(loaded.seed_frame, seed_frames[0])
 
 
-# The shipped demo model's config.json as it was written in format 1 (it leaves every removed switch off).
-FORMAT_1_DEMO_CONFIG = Path(__file__).parent / "data" / "demo_config_astra-ros-1.json"
-
-
 @pytest.mark.parametrize(
     ("path", "on"),
     [
@@ -127,22 +124,70 @@ FORMAT_1_NAMES = {
     "extensions.motion.head.": "moae.motion.",
     "extensions.local_motion.": "moae.local_motion.",
     "extensions.action_field.": "moae.field.",
+    # Format 1 named a separate world after its modality.
+    "worlds.arm.": "worlds.joints.",
 }
+ARM = {"arm": {"modalities": ["joints"], "own_weights": True}}
+
+
+def _as_format_1(folder: Path, change: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """Rewrite `folder`'s weights as format 1 wrote them, with `change` added to some (by format-1 name)."""
+    old = {}
+    for key, tensor in load_file(str(folder / "model.safetensors")).items():
+        for new, before in FORMAT_1_NAMES.items():
+            key = key.replace(new, before)
+        old[key] = tensor + (change or {}).get(key, 0.0)
+    save_file(old, str(folder / "model.safetensors"), metadata={"format": "astra-ros/1"})
+    return old
 
 
 def test_format_1_weights_load_under_todays_names(tmp_path):
     torch.manual_seed(0)
-    extensions = {"spatial": True, "motion": True, "local_motion": True, "action_field": {"render": True}}
-    model = AstraWorldModel(tiny_config(extensions=extensions, worlds=own_worlds("joints")))
+    field = {"worlds": ["shared", "arm"], "render": True}
+    extensions = {"spatial": True, "motion": True, "local_motion": True, "action_field": field}
+    model = AstraWorldModel(tiny_config(extensions=extensions, worlds=ARM))
     for param in model.parameters():
         torch.nn.init.normal_(param)
     model.save_pretrained(tmp_path)
-    old = {}
-    for key, tensor in load_file(str(tmp_path / "model.safetensors")).items():
-        for new, before in FORMAT_1_NAMES.items():
-            key = key.replace(new, before)
-        old[key] = tensor
+    old = _as_format_1(tmp_path)
     assert "worlds.joints.moae.field.renderer.0.weight" in old and "moae.motion.weight" in old
-    save_file(old, str(tmp_path / "model.safetensors"), metadata={"format": "astra-ros/1"})
     loaded = AstraWorldModel.from_pretrained(tmp_path).state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_format_1_field_that_adds_nothing_is_left_out_where_the_config_has_none(tmp_path):
+    torch.manual_seed(0)
+    model = AstraWorldModel(tiny_config(extensions={"action_field": {"worlds": ["shared", "arm"]}}, worlds=ARM))
+    trained(model.worlds["arm"].extensions.action_field)  # the shared world's field stays as it started
+    model.save_pretrained(tmp_path)
+    _as_format_1(tmp_path)
+    write_config(model.config.replace(extensions={"action_field": {"worlds": ["arm"]}}), tmp_path)
+    loaded = AstraWorldModel.from_pretrained(tmp_path)
+    assert loaded.extensions.action_field is None
+    assert all(torch.equal(t, model.state_dict()[k]) for k, t in loaded.state_dict().items())
+    # A field that adds something cannot be left out unnoticed.
+    model.save_pretrained(tmp_path)
+    _as_format_1(tmp_path, change={"moae.field.net.4.bias": 1.0})
+    write_config(model.config.replace(extensions={"action_field": {"worlds": ["arm"]}}), tmp_path)
+    with pytest.raises(CheckpointError, match=r"unexpected key 'extensions\.action_field\.net\.0\.bias'"):
+        AstraWorldModel.from_pretrained(tmp_path)
+
+
+def test_a_format_1_config_converts_as_it_computed():
+    old = json.loads(FORMAT_1_DEMO_CONFIG.read_text())["config"]
+    plain = {k: v for k, v in old.items() if k not in ("separate_worlds", "fixed_camera", "pose_warp")}
+    plain |= {"moae": old["moae"] | {"spatial": False, "action_field": False, "field_render": False}}
+    plain |= {"relative_poses": [], "relative_commands": [], "command_targets": [], "action_stats": {}}
+    config = AstraConfig.from_dict(upgrade_config(plain, "astra-ros/1"))
+    assert config.worlds == {} and config.extensions == ExtensionsConfig(motion=True, local_motion=True)
+    assert config.sampler.guidance_scale == 1.5 and config.all_worlds["shared"].modalities == list(old["modalities"])
+    demo = AstraConfig.from_dict(upgrade_config(old, "astra-ros/1"))
+    assert demo.all_worlds == {
+        "shared": WorldConfig(["twist"]),
+        "joints": WorldConfig(
+            ["joints"], own_weights=True, guidance_scale=2.0, fixed_camera=True, anchor_tolerance=12.0
+        ),
+        "camera_pose": WorldConfig(["camera_pose"], own_weights=True, guidance_scale=1.25),
+    }
+    assert demo.extensions.action_field == ActionFieldConfig(["shared", "joints", "camera_pose"], 512, render=True)
+    assert demo.extensions.relative_commands == {"joints": "change_and_target"}

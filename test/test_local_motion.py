@@ -17,7 +17,7 @@ from astra_model.moae import Routed
     ("head", "prefix"),
     [
         ({"local_motion": True}, "extensions.local_motion."),
-        ({"action_field": {}}, "extensions.action_field."),
+        ({"action_field": {"worlds": ["shared"]}}, "extensions.action_field."),
     ],
 )
 def test_a_fresh_head_changes_nothing_and_the_model_reproduces_one_without_it(head, prefix):
@@ -52,7 +52,7 @@ def test_offsets_shape_cumulative_and_read_from_the_token_window():
 
 
 def test_dropped_actions_do_not_move_tokens_and_a_history_is_required():
-    extensions = WorldExtensions(tiny_config(moae={"unified_dim": 3}, extensions={"local_motion": True}), 1)
+    extensions = WorldExtensions(tiny_config(moae={"unified_dim": 3}, extensions={"local_motion": True}), 1, [])
     trained(extensions.local_motion)
     features, gates = torch.randn(2, 2, 3), torch.tensor([[[1.0, 0, 0]] * 2, [[0.0, 0, 0]] * 2])
     offsets = extensions.offsets([Routed(features, gates)], 4, 4, torch.randn(2, 16, 8, 8)).view(2, 2, 16, 3)

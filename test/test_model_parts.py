@@ -88,7 +88,7 @@ def test_moved_rotary_tables_are_those_of_the_moved_positions():
 
 def test_motion_offsets_shift_and_zoom_each_frame_by_the_motion_so_far():
     config = tiny_config(moae={"unified_dim": 2, "routing": "modality"}, extensions={"motion": True})
-    extensions = WorldExtensions(config, 1)
+    extensions = WorldExtensions(config, 1, [])
     with torch.no_grad():
         extensions.motion.head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
         extensions.motion.head.bias.copy_(torch.tensor([0.0, 0.0, math.log(2)]))

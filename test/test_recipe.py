@@ -56,9 +56,16 @@ def _model_config(step_fields: dict[str, Any], models: dict[str, Any], format_1:
 
 
 def _named_worlds(config: AstraConfig, names: dict[str, str]) -> dict[str, Any]:
-    """`config` as a dict in which every world, the shared one too, has a name, from `names` where given."""
-    worlds = {names.get(name, name): dataclasses.asdict(world) for name, world in config.all_worlds.items()}
-    return config.to_dict() | {"worlds": worlds}
+    """`config` as a dict in which every world, the shared one too, has a name, from `names` where given,
+    and the action field is in the worlds the recipe trains it in."""
+    data = config.to_dict()
+    data["worlds"] = {names.get(name, name): dataclasses.asdict(world) for name, world in config.all_worlds.items()}
+    if config.extensions.action_field is not None:
+        # Format 1 gave every world a field. The recipe trains none in the mobile world, whose field stayed at
+        # its initial zero output, so the recipe leaves it out (as loading the shipped model does).
+        worlds = [names.get(name, name) for name in config.extensions.action_field.worlds]
+        data["extensions"]["action_field"]["worlds"] = [name for name in worlds if name != "mobile"]
+    return data
 
 
 def _new_names(old: AstraConfig, new: AstraConfig) -> dict[str, str]:

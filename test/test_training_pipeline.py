@@ -449,7 +449,7 @@ def test_decoder_stage_tunes_only_the_vae_decoder_of_a_world_model_and_resumes(r
     assert after.config == before.config  # latent statistics included
 
 
-RENDERING = {"extensions": {"action_field": {"render": True}}}
+RENDERING = {"extensions": {"action_field": {"worlds": ["shared"], "render": True}}}
 
 
 def test_stage_three_reports_and_trains_the_field_render(recorded, backbone_dir, tmp_path):
