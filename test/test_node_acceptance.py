@@ -39,11 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 60.0
 RATE_HZ = 10.0
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow", "wrist_pitch"]  # the demo model's joint labels
-# world -> (modality, its world's name in the node, a command the demo worlds take)
-WORLDS: dict[str, tuple[str, str, np.ndarray]] = {
-    "mobile": ("twist", "shared", np.array([0.3, 0, 0, 0, 0, 0.4], np.float32)),
-    "arm": ("joints", "joints", np.array([0.2, 0.6, 1.1, 0.4], np.float32)),
-    "camera": ("camera_pose", "camera_pose", np.array([0.0, 0.0, 1.2, 0.0, 0.0, 0.0, 1.0], np.float32)),
+# The demo model's worlds, named as the demo environments are -> (modality, a command the world takes)
+WORLDS: dict[str, tuple[str, np.ndarray]] = {
+    "mobile": ("twist", np.array([0.3, 0, 0, 0, 0, 0.4], np.float32)),
+    "arm": ("joints", np.array([0.2, 0.6, 1.1, 0.4], np.float32)),
+    "camera": ("camera_pose", np.array([0.0, 0.0, 1.2, 0.0, 0.0, 0.0, 1.0], np.float32)),
 }
 MSG_TYPES = {"twist": Twist, "joints": JointState, "camera_pose": PoseStamped}
 
@@ -193,20 +193,20 @@ def reset(client: Client, world: str = "") -> None:
 def drive(client: Client, world: str) -> float:
     """Reset, then drive `world` at 10 Hz; when the first command went out."""
     reset(client)
-    modality, _, value = WORLDS[world]
+    modality, value = WORLDS[world]
     client.steady = (modality, value)
     return time.monotonic()
 
 
 @pytest.mark.parametrize("world", list(WORLDS))
 def test_every_world_streams_after_a_reset(client: Client, node: NodeProcess, world: str) -> None:
-    modality, name, _ = WORLDS[world]
+    modality, _ = WORLDS[world]
     topic = COMMAND_TOPICS[modality]
     refused = client.diagnostic(f"rejected {topic}")
     started = drive(client, world)
     wait_for(lambda: client.frames_since(started) >= 24, f"three chunks of the {world} world")
     status = client.status_since(started)
-    assert status.world == name
+    assert status.world == world
     assert client.diagnostic(f"rejected {topic}") == refused, "valid commands were refused"
     assert client.diagnostics["level"] != "2", client.diagnostics  # not ERROR: no chunk failed
 
@@ -215,11 +215,11 @@ def test_a_command_for_another_world_is_refused_and_the_stream_goes_on(client: C
     started = drive(client, "arm")
     wait_for(lambda: client.frames_since(started) >= 8, "the arm world's frames")
     refused = client.diagnostic("rejected cmd_vel")
-    client.pubs["twist"].publish(command("twist", WORLDS["mobile"][2]))
+    client.pubs["twist"].publish(command("twist", WORLDS["mobile"][1]))
     wait_for(lambda: client.diagnostic("rejected cmd_vel") == refused + 1, "the twist refused")
     after = time.monotonic()
     wait_for(lambda: client.frames_since(after) >= 16, "frames after the refused twist")
-    assert client.status_since(after).world == "joints"
+    assert client.status_since(after).world == "arm"
 
 
 def test_a_future_stamp_is_refused_and_blocks_nothing(client: Client, node: NodeProcess) -> None:
@@ -227,7 +227,7 @@ def test_a_future_stamp_is_refused_and_blocks_nothing(client: Client, node: Node
     wait_for(lambda: client.frames_since(started) >= 8, "the arm world's frames")
     refused = client.diagnostic("rejected joint_command")
     ahead = time.time_ns() + 100 * 10**9
-    client.pubs["joints"].publish(command("joints", WORLDS["arm"][2], stamp_ns=ahead))
+    client.pubs["joints"].publish(command("joints", WORLDS["arm"][1], stamp_ns=ahead))
     after = time.monotonic()
     wait_for(lambda: client.frames_since(after) >= 24, "frames while later commands flow")
     # One refusal: later commands, stamped now, are not "out of order" behind the future one.
@@ -240,7 +240,7 @@ def test_a_burst_is_counted_and_the_stream_goes_on(client: Client, node: NodePro
     superseded = client.diagnostic("superseded cmd_vel")
     burst = time.monotonic()
     for k in range(600):  # 200 Hz for 3 s
-        client.pubs["twist"].publish(command("twist", WORLDS["mobile"][2] * (k % 2)))
+        client.pubs["twist"].publish(command("twist", WORLDS["mobile"][1] * (k % 2)))
         time.sleep(max(0.0, burst + (k + 1) / 200 - time.monotonic()))
     assert client.frames_since(burst) >= 8, "the stream stalled during the burst"
     wait_for(lambda: client.diagnostic("superseded cmd_vel") > superseded, "the burst counted")
@@ -266,7 +266,7 @@ def candidates(modality: str, value: np.ndarray, count: int, chunks: int = 1) ->
 
 @pytest.mark.parametrize("world", list(WORLDS))
 def test_imagine_in_every_world_leaves_the_stream_running(client: Client, node: NodeProcess, world: str) -> None:
-    modality, name, value = WORLDS[world]
+    modality, value = WORLDS[world]
     started = drive(client, world)
     wait_for(lambda: client.frames_since(started) >= 8, f"the {world} world's frames")
     called = time.monotonic()
@@ -275,19 +275,19 @@ def test_imagine_in_every_world_leaves_the_stream_running(client: Client, node: 
     assert response.success, response.message
     assert (response.num_candidates, len(response.frames)) == (2, 2)
     assert client.frames_since(called) >= 8, "the stream stalled while imagining"
-    assert client.status_since(called).world == name
+    assert client.status_since(called).world == world
 
 
 def test_imagine_refuses_two_worlds_before_forking(client: Client, node: NodeProcess) -> None:
     drive(client, "mobile")
-    mixed = [*candidates("twist", WORLDS["mobile"][2], 1), *candidates("joints", WORLDS["arm"][2], 1)]
+    mixed = [*candidates("twist", WORLDS["mobile"][1], 1), *candidates("joints", WORLDS["arm"][1], 1)]
     response = client.call(Imagine, "imagine", Imagine.Request(candidates=mixed))
     assert not response.success and "several worlds" in response.message
 
 
 def test_sigint_during_imagine_answers_the_caller_and_exits_quietly(client: Client, node: NodeProcess) -> None:
     drive(client, "mobile")
-    request = Imagine.Request(candidates=candidates("twist", WORLDS["mobile"][2], 8, chunks=4))
+    request = Imagine.Request(candidates=candidates("twist", WORLDS["mobile"][1], 8, chunks=4))
     answer: list[Imagine.Response] = []
     caller = threading.Thread(target=lambda: answer.append(client.call(Imagine, "imagine", request)))
     caller.start()

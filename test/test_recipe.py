@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
+from astra_model.checkpoint import read_config
 from astra_model.config import AstraConfig
 from astra_model.formats import upgrade_config
 from astra_model.recipe import load_recipe, scaled
 from astra_model.train import REMOVED_SETTINGS
 from astra_model.worlds import world_modalities
+from astra_ros import demo_model_path
 from astra_ros.train import main as train_cli
 
 ROOT = Path(__file__).parents[1]
@@ -107,6 +109,9 @@ def test_demo_recipe_resolves_to_the_shipped_models_stage_runs(tmp_path):
         assert got | {"model": None} == fields | {"model": None, "lr_scale": lr_scale}, fields["out_dir"]
         resume_from = None if step.resume_from is None else str(step.resume_from)
         assert _normalised(resume_from, tmp_path) == want["resume_from"], fields["out_dir"]
+    # The last step's model is the shipped one, but for what the data decides: the VAE and the action statistics.
+    shipped = read_config(demo_model_path())
+    assert new_models[f"{got['out_dir']}/final"].replace(vae=shipped.vae, action_stats=shipped.action_stats) == shipped
 
 
 @pytest.mark.parametrize("scale", [0.1, 1e-4])
