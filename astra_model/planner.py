@@ -9,7 +9,8 @@ image's latents, so no candidate is decoded; only the best plan is. Commands are
 knots per command dimension to search, not eight.
 
 A planner keeps its last plan and starts the next replan from it shifted by one chunk (receding
-horizon); `reset` forgets it. Given the same seed, state, goal and command, a replan is deterministic.
+horizon); `reset` forgets it. Replan k of a seed draws from `(seed, k)`, so a planner's replans are
+deterministic for the same seed, states, goals and commands.
 
     planner = Planner(model, "twist", absolute(low, high), PlannerConfig(candidates=32))
     plan = planner.plan(session.snapshot(), goal_image)
@@ -198,8 +199,9 @@ class Planner:
         self._replans = 0
 
     def reset(self) -> None:
-        """Forget the last plan: the next replan starts afresh."""
+        """Forget the last plan: the next replan starts afresh, as a new planner's first does."""
         self._previous = None
+        self._replans = 0
 
     def plan(self, start: SessionState | Rollouts, goal: np.ndarray, current: np.ndarray | None = None) -> Plan:
         """Replan from `start` (a session state of one branch, e.g. `session.snapshot()`, or other

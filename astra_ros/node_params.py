@@ -12,21 +12,29 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from astra_model import AstraWorldModel
+from astra_model.checkpoint import CheckpointError
 from astra_model.config import SamplerConfig
 from astra_model.worlds import world_modalities
+from astra_ros import demo_model_path
 
 QOS_CHOICES = ("sensor_data", "reliable")
 DTYPE_CHOICES = ("float32", "bfloat16")
 MAX_SEED = 2**31 - 1
 SIZE_STEP = 16  # the model's frames must be multiples of 16 pixels (VAE stride x patch size)
 MODEL_GUIDANCE = -1.0  # guidance_scale meaning "the model's scale for each world"
+
+
+class StartupError(RuntimeError):
+    """A node cannot start; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +189,28 @@ def model_params(model: AstraWorldModel) -> tuple[ParamSpec, ...]:
             constraints="distinct non-empty names, as many as the model's joints dimension",
         ),
     )
+
+
+def load_model(node: Node) -> tuple[Path, AstraWorldModel]:
+    """The model folder and model that the node's `LOAD_PARAMS` name (declared first)."""
+    value = node.get_parameter("checkpoint").value
+    path = Path(value or demo_model_path())
+    if not path.is_dir():
+        hint = "" if value else "the demo model is not installed; "
+        raise StartupError(
+            f"model folder {path} does not exist: {hint}pass a model folder with "
+            "--ros-args -p checkpoint:=/path/to/model"
+        )
+    device = node.get_parameter("device").value
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StartupError(f"device {device!r} asked for, but torch sees no CUDA device: use device:=cpu")
+    if node.get_parameter("num_threads").value:
+        torch.set_num_threads(node.get_parameter("num_threads").value)
+    try:
+        model = AstraWorldModel.from_pretrained(path, device=device)
+    except (CheckpointError, OSError) as err:
+        raise StartupError(f"cannot load the model: {err}") from err
+    return path, model.to(getattr(torch, node.get_parameter("dtype").value))
 
 
 def declare(node: Node, specs: Sequence[ParamSpec]) -> None:

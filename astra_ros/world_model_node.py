@@ -50,12 +50,10 @@ import sys
 import threading
 import time
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
-import torch
 from astra_msgs.msg import RolloutStatus
 from astra_msgs.srv import Imagine, Reset
 from builtin_interfaces.msg import Time
@@ -76,11 +74,9 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import Trigger
 
-from astra_model import AstraWorldModel
 from astra_model.branches import branch_rollouts
-from astra_model.checkpoint import CheckpointError
 from astra_model.worlds import world_modalities, world_of_modality
-from astra_ros import demo_model_path, node_params
+from astra_ros import node_params
 from astra_ros.action_conversion import COMMAND_TOPICS, ActionConversionError, msg_to_action
 from astra_ros.frame_pipeline import (
     ActionChannel,
@@ -97,6 +93,7 @@ from astra_ros.image_conversion import (
     rgb_to_image_msg,
     stamp_to_ns,
 )
+from astra_ros.node_params import StartupError
 from astra_ros.resample import OutOfOrderError
 
 NODE_NAME = "world_model_node"
@@ -121,10 +118,6 @@ SHUTDOWN_ANSWER_S = 2.0  # time given to services to answer once the simulator s
 IMAGINE_KEEP = (Imagine.Request.RETURN_LAST_FRAME, Imagine.Request.RETURN_SUMMARY)
 
 
-class StartupError(RuntimeError):
-    """The node cannot start; the message says what to change."""
-
-
 class WorldModelNode(Node):
     """The world model as a ROS 2 camera simulator; see the module docstring."""
 
@@ -132,8 +125,7 @@ class WorldModelNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         node_params.declare(self, node_params.LOAD_PARAMS)
-        self.checkpoint = self._checkpoint_path()
-        self.model = self._load_model()
+        self.checkpoint, self.model = node_params.load_model(self)
         node_params.declare(self, (*node_params.model_params(self.model), *node_params.NODE_PARAMS))
         self._check_chunk_size()
         self.joint_names = self._joint_names()
@@ -172,28 +164,6 @@ class WorldModelNode(Node):
     # -- start-up ------------------------------------------------------------------------------------
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
-
-    def _checkpoint_path(self) -> Path:
-        path = Path(self._param("checkpoint") or demo_model_path())
-        if not path.is_dir():
-            hint = "" if self._param("checkpoint") else "the demo model is not installed; "
-            raise StartupError(
-                f"model folder {path} does not exist: {hint}pass a model folder with "
-                "--ros-args -p checkpoint:=/path/to/model"
-            )
-        return path
-
-    def _load_model(self) -> AstraWorldModel:
-        device = self._param("device")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise StartupError(f"device {device!r} asked for, but torch sees no CUDA device: use device:=cpu")
-        if self._param("num_threads"):
-            torch.set_num_threads(self._param("num_threads"))
-        try:
-            model = AstraWorldModel.from_pretrained(self.checkpoint, device=device)
-        except (CheckpointError, OSError) as err:
-            raise StartupError(f"cannot load the model: {err}") from err
-        return model.to(getattr(torch, self._param("dtype")))
 
     def _check_chunk_size(self) -> None:
         expected = self.model.config.chunk_latent_frames
