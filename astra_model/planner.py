@@ -102,9 +102,9 @@ class PlannerConfig:
 
     method: Literal["cem", "mppi"] = "cem"
     horizon_chunks: int = 1
-    candidates: int = 32
+    candidates: int = 16
     iterations: int = 3
-    elites: int = 6
+    elites: int = 4
     temperature: float = 0.1
     frames_per_knot: int = 4
     init_std: float = 0.5

@@ -127,6 +127,14 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
         "publish /clock in model time: time advances one frame period per published frame",
         read_only=True,
     ),
+    ParamSpec(
+        "real_time_factor",
+        1.0,
+        "with publish_clock: model seconds published per wall second; 0: as fast as the model computes. "
+        "Without publish_clock it must stay 1",
+        read_only=True,
+        float_range=(0.0, 1000.0),
+    ),
     ParamSpec("imagine_max_candidates", 8, "most candidates one ~/imagine call may ask for", int_range=(1, 256, 0)),
     ParamSpec(
         "imagine_max_chunks", 4, "most chunks one ~/imagine candidate may span (memory bound)", int_range=(1, 64, 0)

@@ -253,14 +253,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, help="model folder (default: the shipped demo model)")
     p.add_argument("--controllers", nargs="+", choices=CONTROLLERS, default=list(CONTROLLERS))
     p.add_argument("--chunks", type=int, default=6, help="chunks executed per episode")
-    p.add_argument("--method", choices=["cem", "mppi"], default="cem")
-    p.add_argument("--horizon", type=int, default=1, help="planning horizon in chunks")
-    p.add_argument("--candidates", type=int, default=16)
-    p.add_argument("--iterations", type=int, default=3)
-    p.add_argument("--elites", type=int, default=4)
-    p.add_argument("--frames-per-knot", type=int, default=4)
-    p.add_argument("--max-batch", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0, help="the planner's sampling seed")
+    d = PlannerConfig()  # the planner's defaults are the default budget
+    p.add_argument("--method", choices=["cem", "mppi"], default=d.method)
+    p.add_argument("--horizon", type=int, default=d.horizon_chunks, help="planning horizon in chunks")
+    p.add_argument("--candidates", type=int, default=d.candidates)
+    p.add_argument("--iterations", type=int, default=d.iterations)
+    p.add_argument("--elites", type=int, default=d.elites)
+    p.add_argument("--frames-per-knot", type=int, default=d.frames_per_knot)
+    p.add_argument("--max-batch", type=int, default=d.max_batch)
+    p.add_argument("--seed", type=int, default=d.seed, help="the planner's sampling seed")
     return p
 
 

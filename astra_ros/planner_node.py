@@ -55,19 +55,20 @@ DEMO_WORLD = {"twist": "mobile", "joints": "arm", "camera_pose": "camera"}
 GOAL_ENCODINGS = ("rgb8", "bgr8")
 FRAME_WAIT_S = 10.0
 
+_DEFAULTS = PlannerConfig()
 PLANNER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("modality", "twist", "the modality planned and published", read_only=True),
     ParamSpec("frame_rate", 10.0, "commands published per second", read_only=True, float_range=(0.1, 240.0)),
     ParamSpec("tolerance", 0.3, "default goal tolerance: latent distance to the goal", float_range=(0.0, 1e6)),
     ParamSpec("max_steps", 48, "default most commands per goal", int_range=(1, 1_000_000, 0)),
     ParamSpec("history_frames", 9, "camera frames the model is started from at each replan", int_range=(1, 64, 0)),
-    ParamSpec("method", "cem", "planning method", choices=("cem", "mppi")),
-    ParamSpec("horizon_chunks", 1, "planning horizon in chunks", int_range=(1, 16, 0)),
-    ParamSpec("candidates", 16, "candidates per iteration", int_range=(1, 4096, 0)),
-    ParamSpec("iterations", 3, "refinements per replan", int_range=(1, 100, 0)),
-    ParamSpec("elites", 4, "candidates the CEM update keeps (at most candidates)", int_range=(1, 4096, 0)),
-    ParamSpec("frames_per_knot", 4, "frames each planned command is held for", int_range=(1, 64, 0)),
-    ParamSpec("max_batch", 8, "candidates rolled out together at most (memory)", int_range=(1, 4096, 0)),
+    ParamSpec("method", _DEFAULTS.method, "planning method", choices=("cem", "mppi")),
+    ParamSpec("horizon_chunks", _DEFAULTS.horizon_chunks, "planning horizon in chunks", int_range=(1, 16, 0)),
+    ParamSpec("candidates", _DEFAULTS.candidates, "candidates per iteration", int_range=(1, 4096, 0)),
+    ParamSpec("iterations", _DEFAULTS.iterations, "refinements per replan", int_range=(1, 100, 0)),
+    ParamSpec("elites", _DEFAULTS.elites, "candidates CEM keeps (<= candidates)", int_range=(1, 4096, 0)),
+    ParamSpec("frames_per_knot", _DEFAULTS.frames_per_knot, "frames a planned command is held", int_range=(1, 64, 0)),
+    ParamSpec("max_batch", _DEFAULTS.max_batch, "candidates rolled out at once (memory)", int_range=(1, 4096, 0)),
     ParamSpec("time_budget", 0.0, "seconds a replan may take; 0: no limit", float_range=(0.0, 3600.0)),
     ParamSpec("seed", 0, "seed of the planner's sampling", int_range=(0, node_params.MAX_SEED, 0)),
     ParamSpec(
