@@ -28,6 +28,7 @@ setup(
         "console_scripts": [
             "astra-rollout = astra_ros.rollout_cli:main",
             "astra-world-model = astra_ros.world_model_node:main",
+            "astra-planner = astra_ros.planner_node:main",
             "world_model_node = astra_ros.world_model_node:main",
             "astra-eval = astra_ros.bag_eval:main",
             "astra-bag-play = astra_ros.bag_play:main",

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import torch
 
 from .model import AstraWorldModel
 from .pieces import Pieces
@@ -26,7 +27,8 @@ def branch_rollouts(
     max_batch: int,
     settings: Mapping[str, Any] | None = None,
     last_only: bool = False,
-) -> Pieces[np.ndarray]:
+    decode: bool = True,
+) -> Pieces[np.ndarray | torch.Tensor]:
     """Roll every plan forward from `state`, in pieces (`astra_model.pieces`): one per denoising step and
     decoded latent frame of each chunk of each micro-batch.
 
@@ -38,9 +40,11 @@ def branch_rollouts(
         max_batch: plans rolled out together at most.
         settings: keyword arguments of `RolloutSession.step` (guidance_scale, steps).
         last_only: keep only each plan's last frame (memory stays bounded by `max_batch` chunks).
+        decode: False skips the VAE and returns latents (what a planner scores).
 
     Returns:
-        uint8 `[n, T, H, W, 3]`, or `[n, 1, H, W, 3]` with `last_only`.
+        uint8 frames `[n, T, H, W, 3]`, or latents `[n, C, T', h, w]` without `decode`; with `last_only`
+        only the last frame, `[n, 1, H, W, 3]` or `[n, C, 1, h, w]`.
     """
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -57,11 +61,18 @@ def branch_rollouts(
         kept = []
         for start in range(0, frames, per_chunk):
             chunk = {name: value[first : first + batch, start : start + per_chunk] for name, value in plans.items()}
-            video = yield from session.stepping(chunk, **(settings or {}))
-            video = video.reshape(batch, per_chunk, *video.shape[-3:])  # a batch of one comes back unbatched
-            kept = [video[:, -1:]] if last_only else [*kept, video]
-        out.append(np.concatenate(kept, axis=1))
-    return np.concatenate(out)
+            out_chunk = yield from session.stepping(chunk, decode=decode, **(settings or {}))
+            if decode:  # frames [B, F, H, W, 3] (a batch of one comes back unbatched), else latents [B, C, F, h, w]
+                out_chunk = out_chunk.reshape(batch, per_chunk, *out_chunk.shape[-3:])
+            axis = 1 if decode else 2
+            kept = [_last(out_chunk, axis)] if last_only else [*kept, out_chunk]
+        out.append(np.concatenate(kept, axis=1) if decode else torch.cat(kept, dim=2))
+    return np.concatenate(out) if decode else torch.cat(out)
+
+
+def _last(value: np.ndarray | torch.Tensor, axis: int) -> np.ndarray | torch.Tensor:
+    """The last entry along `axis`, keeping the axis."""
+    return value[(slice(None),) * axis + (slice(-1, None),)]
 
 
 def _plan_shape(plans: Mapping[str, np.ndarray]) -> tuple[int, int]:

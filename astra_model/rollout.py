@@ -98,6 +98,7 @@ class RolloutSession:
         self.batch_size = batch_size
         self.generator = torch.Generator().manual_seed(0)
         self.generator.set_state(state.rng_state)
+        self._undecoded = False
 
     @classmethod
     @torch.no_grad()
@@ -204,9 +205,15 @@ class RolloutSession:
         guidance_scale: float | None = None,
         steps: int | None = None,
         use_kv_cache: bool = True,
-    ) -> Pieces[np.ndarray]:
+        decode: bool = True,
+    ) -> Pieces[np.ndarray | torch.Tensor]:
         """`step` in pieces (`astra_model.pieces`): one per denoising step and per decoded latent frame.
-        The session changes as the pieces run: one left unfinished leaves it unusable (fork first)."""
+        The session changes as the pieces run: one left unfinished leaves it unusable (fork first).
+
+        `decode=False` skips the VAE and returns the chunk's latents `[B, C, F, h, w]` (what a planner
+        scores); the session's decoder then falls behind, so it can only go on without decoding."""
+        if decode and self._undecoded:
+            raise ValueError("this session stepped without decoding: its decoder is behind; fork before that")
         cfg = self.model.config
         commanded = self._action_tensors(actions)
         validate_actions(commanded, cfg, cfg.chunk_latent_frames)
@@ -230,11 +237,14 @@ class RolloutSession:
         latents = yield from denoising(
             velocity, noise, steps or cfg.sampler.steps, cfg.sampler.shift, scale, bool(acts)
         )
-        video = self._anchored((yield from self.state.vae.decoding(latents)), commanded)
+        video = self._anchored((yield from self.state.vae.decoding(latents)), commanded) if decode else None
+        self._undecoded |= not decode
         grouped = {k: group_per_latent_frame(v, cfg) for k, v in acts.items()}
         self.state.history = history.append(latents, cfg.history, grouped)
         # A chunk without a relative modality leaves its last command unknown.
         self.state.last_commands = last_commands(commanded, cfg)
         self.state.step_count += 1
+        if video is None:
+            return latents
         frames = video_to_frames(video).cpu().numpy()
         return frames[0] if self.batch_size == 1 else frames

@@ -57,13 +57,22 @@ class ModelClock:
             frame, so a model slower than real time slows time down for everyone on ``/clock``.
             False: model time is ROS time (``ros_now``).
         ros_now: the node's ROS time in nanoseconds.
+        real_time_factor: simulated model seconds per wall second the publisher aims at; 0: as fast as
+            the model computes. Wall time (``simulated`` False) runs at 1.
     """
 
-    def __init__(self, simulated: bool, ros_now: Callable[[], int]) -> None:
+    def __init__(self, simulated: bool, ros_now: Callable[[], int], real_time_factor: float = 1.0) -> None:
+        if not simulated and real_time_factor != 1.0:
+            raise ValueError("a real-time factor other than 1 needs simulated time (publish_clock)")
         self.simulated = simulated
+        self.real_time_factor = real_time_factor
         self._ros_now = ros_now
         self._last_stamp: int | None = None
         self._lock = threading.Lock()
+
+    def wall_seconds(self, model_ns: int) -> float:
+        """Wall seconds that `model_ns` of model time take to publish (0 when frames leave as computed)."""
+        return model_ns / 1e9 / self.real_time_factor if self.real_time_factor else 0.0
 
     def now_ns(self) -> int:
         if not self.simulated:
@@ -392,7 +401,9 @@ class FramePipeline:
         """Frames still queued when the next chunk is planned (see the module docstring)."""
         if not self._records:
             return self.frames_per_chunk
-        period_s = self._period_ns() / 1e9
+        period_s = self._clock.wall_seconds(self._period_ns())
+        if period_s == 0:  # frames leave as soon as they are computed: compute back to back
+            return self.frames_per_chunk
         return min(self.frames_per_chunk, math.ceil(LEAD_MARGIN * self._chunk_s() / period_s))
 
     def _imagine_fits(self, queued: int | None = None) -> bool:
@@ -401,12 +412,13 @@ class FramePipeline:
         chunk_s = self._chunk_s()
         piece_s = max(self._piece_s, default=chunk_s)
         queued = len(self._queue) if queued is None else queued
-        return self._paused or piece_s + LEAD_MARGIN * chunk_s <= queued * self._period_ns() / 1e9
+        return self._paused or piece_s + LEAD_MARGIN * chunk_s <= queued * self._clock.wall_seconds(self._period_ns())
 
     def _imagine_never_fits(self) -> bool:
         # The queue is fullest right after a live chunk: the lead plus a chunk, less what went out meanwhile.
-        period_s = self._period_ns() / 1e9
-        fullest = self._lead_frames() + self.frames_per_chunk - math.ceil(self._chunk_s() / period_s)
+        period_s = self._clock.wall_seconds(self._period_ns())
+        gone = math.ceil(self._chunk_s() / period_s) if period_s else self.frames_per_chunk
+        fullest = self._lead_frames() + self.frames_per_chunk - gone
         return not self._imagine_fits(fullest)
 
     def _next_work(self) -> Callable[[], None] | None:

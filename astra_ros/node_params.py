@@ -12,21 +12,29 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from astra_model import AstraWorldModel
+from astra_model.checkpoint import CheckpointError
 from astra_model.config import AstraConfig
 from astra_model.worlds import world_modalities
+from astra_ros import demo_model_path
 
 QOS_CHOICES = ("sensor_data", "reliable")
 DTYPE_CHOICES = ("float32", "bfloat16")
 MAX_SEED = 2**31 - 1
 SIZE_STEP = 16  # the model's frames must be multiples of 16 pixels (VAE stride x patch size)
 MODEL_GUIDANCE = -1.0  # guidance_scale meaning "the model's scale for each world"
+
+
+class StartupError(RuntimeError):
+    """A node cannot start; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,14 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
         "publish /clock in model time: time advances one frame period per published frame",
         read_only=True,
     ),
+    ParamSpec(
+        "real_time_factor",
+        1.0,
+        "with publish_clock: model seconds published per wall second; 0: as fast as the model computes. "
+        "Without publish_clock it must stay 1",
+        read_only=True,
+        float_range=(0.0, 1000.0),
+    ),
     ParamSpec("imagine_max_candidates", 8, "most candidates one ~/imagine call may ask for", int_range=(1, 256, 0)),
     ParamSpec(
         "imagine_max_chunks", 4, "most chunks one ~/imagine candidate may span (memory bound)", int_range=(1, 64, 0)
@@ -181,6 +197,28 @@ def model_params(model: AstraWorldModel) -> tuple[ParamSpec, ...]:
             constraints="distinct non-empty names, as many as the model's joints dimension",
         ),
     )
+
+
+def load_model(node: Node) -> tuple[Path, AstraWorldModel]:
+    """The model folder and model that the node's `LOAD_PARAMS` name (declared first)."""
+    value = node.get_parameter("checkpoint").value
+    path = Path(value or demo_model_path())
+    if not path.is_dir():
+        hint = "" if value else "the demo model is not installed; "
+        raise StartupError(
+            f"model folder {path} does not exist: {hint}pass a model folder with "
+            "--ros-args -p checkpoint:=/path/to/model"
+        )
+    device = node.get_parameter("device").value
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise StartupError(f"device {device!r} asked for, but torch sees no CUDA device: use device:=cpu")
+    if node.get_parameter("num_threads").value:
+        torch.set_num_threads(node.get_parameter("num_threads").value)
+    try:
+        model = AstraWorldModel.from_pretrained(path, device=device)
+    except (CheckpointError, OSError) as err:
+        raise StartupError(f"cannot load the model: {err}") from err
+    return path, model.to(getattr(torch, node.get_parameter("dtype").value))
 
 
 def declare(node: Node, specs: Sequence[ParamSpec]) -> None:

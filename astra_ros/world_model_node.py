@@ -50,12 +50,10 @@ import sys
 import threading
 import time
 from collections.abc import Generator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import rclpy
-import torch
 from astra_msgs.msg import RolloutStatus
 from astra_msgs.srv import Imagine, Reset
 from builtin_interfaces.msg import Time
@@ -76,11 +74,9 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import Trigger
 
-from astra_model import AstraWorldModel
 from astra_model.branches import branch_rollouts
-from astra_model.checkpoint import CheckpointError
 from astra_model.worlds import world_modalities, world_of_modality
-from astra_ros import demo_model_path, node_params
+from astra_ros import node_params
 from astra_ros.action_conversion import COMMAND_TOPICS, ActionConversionError, msg_to_action
 from astra_ros.frame_pipeline import (
     ActionChannel,
@@ -97,6 +93,7 @@ from astra_ros.image_conversion import (
     rgb_to_image_msg,
     stamp_to_ns,
 )
+from astra_ros.node_params import StartupError
 from astra_ros.resample import OutOfOrderError
 
 NODE_NAME = "world_model_node"
@@ -121,10 +118,6 @@ SHUTDOWN_ANSWER_S = 2.0  # time given to services to answer once the simulator s
 IMAGINE_KEEP = (Imagine.Request.RETURN_LAST_FRAME, Imagine.Request.RETURN_SUMMARY)
 
 
-class StartupError(RuntimeError):
-    """The node cannot start; the message says what to change."""
-
-
 class WorldModelNode(Node):
     """The world model as a ROS 2 camera simulator; see the module docstring."""
 
@@ -132,8 +125,7 @@ class WorldModelNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         node_params.declare(self, node_params.LOAD_PARAMS)
-        self.checkpoint = self._checkpoint_path()
-        self.model = self._load_model()
+        self.checkpoint, self.model = node_params.load_model(self)
         node_params.declare(self, (*node_params.model_params(self.model), *node_params.NODE_PARAMS))
         self._check_chunk_size()
         self.joint_names = self._joint_names()
@@ -142,7 +134,7 @@ class WorldModelNode(Node):
         self.world: str | None = self._param("world") or None
         self.first_frame = self._default_first_frame()
         self.frame_size: tuple[int, int] = self.first_frame.shape[:2]
-        self.clock = ModelClock(self._param("publish_clock"), lambda: self.get_clock().now().nanoseconds)
+        self.clock = self._model_clock()
         self.pipeline = FramePipeline(
             self._start_session(self.first_frame, self._param("seed")),
             self.first_frame,
@@ -173,27 +165,15 @@ class WorldModelNode(Node):
     def _param(self, name: str) -> Any:
         return self.get_parameter(name).value
 
-    def _checkpoint_path(self) -> Path:
-        path = Path(self._param("checkpoint") or demo_model_path())
-        if not path.is_dir():
-            hint = "" if self._param("checkpoint") else "the demo model is not installed; "
-            raise StartupError(
-                f"model folder {path} does not exist: {hint}pass a model folder with "
-                "--ros-args -p checkpoint:=/path/to/model"
-            )
-        return path
-
-    def _load_model(self) -> AstraWorldModel:
-        device = self._param("device")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise StartupError(f"device {device!r} asked for, but torch sees no CUDA device: use device:=cpu")
-        if self._param("num_threads"):
-            torch.set_num_threads(self._param("num_threads"))
+    def _model_clock(self) -> ModelClock:
         try:
-            model = AstraWorldModel.from_pretrained(self.checkpoint, device=device)
-        except (CheckpointError, OSError) as err:
-            raise StartupError(f"cannot load the model: {err}") from err
-        return model.to(getattr(torch, self._param("dtype")))
+            return ModelClock(
+                self._param("publish_clock"),
+                lambda: self.get_clock().now().nanoseconds,
+                self._param("real_time_factor"),
+            )
+        except ValueError as err:
+            raise StartupError(f"real_time_factor: {err}") from err
 
     def _check_chunk_size(self) -> None:
         expected = self.model.config.chunk_latent_frames
@@ -286,8 +266,14 @@ class WorldModelNode(Node):
     def _make_timers(self) -> None:
         # Steady clock: with use_sim_time the ROS clock would follow the /clock this very timer drives.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._frame_timer = self.create_timer(self._period_ns() / 1e9, self._publish_frame, clock=steady)
+        if self.clock.wall_seconds(self._period_ns()):
+            self._frame_timer = self.create_timer(self._wall_period_s(), self._publish_frame, clock=steady)
+        else:  # as fast as the model computes: the inference thread wakes the executor for each chunk
+            self._chunk_ready = self.create_guard_condition(self._publish_queued)
         self.create_timer(STATUS_PERIOD_S, self._publish_status, clock=steady)
+
+    def _wall_period_s(self) -> float:
+        return self.clock.wall_seconds(self._period_ns())
 
     def _qos(self, name: str) -> QoSProfile:
         return qos_profile_sensor_data if self._param(name) == "sensor_data" else QoSProfile(depth=10)
@@ -303,8 +289,8 @@ class WorldModelNode(Node):
         return SetParametersResult(successful=True)
 
     def _on_parameters_set(self, params: list[Parameter]) -> None:
-        if any(param.name == "frame_rate" for param in params):
-            self._frame_timer.timer_period_ns = self._period_ns()
+        if any(param.name == "frame_rate" for param in params) and hasattr(self, "_frame_timer"):
+            self._frame_timer.timer_period_ns = round(self._wall_period_s() * 1e9)
 
     def _period_ns(self) -> int:
         return round(1e9 / self._param("frame_rate"))
@@ -528,10 +514,15 @@ class WorldModelNode(Node):
         return frames, current, first_stamp
 
     # -- publishing ----------------------------------------------------------------------------------
-    def _publish_frame(self) -> None:
+    def _publish_queued(self) -> None:
+        while self._publish_frame():
+            pass
+
+    def _publish_frame(self) -> bool:
+        """Publish the next frame; False when there is none."""
         frame = self.pipeline.pop()
         if frame is None:
-            return
+            return False
         stamp = self.clock.stamp_next_frame(self._period_ns())
         image = rgb_to_image_msg(frame, Image, stamp=stamp, frame_id=self._param("frame_id"))
         self._image_pub.publish(image)
@@ -541,6 +532,7 @@ class WorldModelNode(Node):
         if not self._first_frame_logged:
             self._first_frame_logged = True
             self.get_logger().info("first frame published")
+        return True
 
     def _camera_info(self, image: Image) -> CameraInfo:
         # A pinhole with square pixels whose horizontal field of view is fov_deg.
@@ -563,6 +555,7 @@ class WorldModelNode(Node):
         status.chunk_latency_ms = records[-1].latency_s * 1e3 if records else 0.0
         status.frames_per_second = self.pipeline.measured_rate(RATE_WINDOW_S)
         status.target_frames_per_second = self._param("frame_rate")
+        status.real_time_factor = status.frames_per_second / status.target_frames_per_second
         status.history_length = self.pipeline.history_length
         status.rollout_step = self.pipeline.step_count
         status.frames_published = self.pipeline.frames_since_restart
@@ -586,14 +579,15 @@ class WorldModelNode(Node):
 
     def _diagnostic(self, status: RolloutStatus) -> DiagnosticStatus:
         level, message = DiagnosticStatus.OK, "paused" if status.paused else "running"
-        behind = status.frames_per_second < 0.9 * status.target_frames_per_second
+        target = self.clock.real_time_factor or status.real_time_factor  # as fast as it computes: never behind
+        behind = status.real_time_factor < 0.9 * target
         if self.pipeline.last_error:
             level, message = DiagnosticStatus.ERROR, f"chunks fail: {self.pipeline.last_error}"
         elif not status.paused and status.rollout_step >= 2 and behind:
             level = DiagnosticStatus.WARN
             message = (
-                f"model slower than real time: {status.frames_per_second:.1f} of "
-                f"{status.target_frames_per_second:.1f} frames/s"
+                f"model slower than asked: real-time factor {status.real_time_factor:.2f} of {target:.2f} "
+                f"({status.frames_per_second:.1f} of {target * status.target_frames_per_second:.1f} frames/s)"
             )
         values = {
             "checkpoint": status.checkpoint,
@@ -603,6 +597,7 @@ class WorldModelNode(Node):
             "chunk latency ms": f"{status.chunk_latency_ms:.1f}",
             "frames per second": f"{status.frames_per_second:.2f}",
             "target frames per second": f"{status.target_frames_per_second:.2f}",
+            "real-time factor": f"{status.real_time_factor:.2f}",
             "queued frames": self.pipeline.queued,
             "rollout step": status.rollout_step,
             "history length": status.history_length,
@@ -620,6 +615,8 @@ class WorldModelNode(Node):
         )
 
     def _on_chunk(self, record: ChunkRecord) -> None:
+        if hasattr(self, "_chunk_ready"):
+            self._chunk_ready.trigger()
         # The frame numbers count every frame published since start-up: a subscriber that got them all
         # can tell which frames each command reached (bench/node_latency.py does).
         self.get_logger().debug(

@@ -517,28 +517,58 @@ def test_imagine_return_modes_and_refusals(ros: Harness) -> None:
     assert not imagine(Imagine.Request(candidates=[])).success
 
 
-def test_publish_clock_runs_model_time(ros: Harness, checkpoint: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("sim", {}),
+        # 20 denoising steps: far slower than the 20 frames/s asked; model time slows down with it.
+        ("slow", {"real_time_factor": 1.0, "denoising_steps": 20}),
+        ("fast", {"real_time_factor": 0.0}),  # as fast as the model computes
+    ],
+)
+def test_publish_clock_runs_model_time(ros: Harness, checkpoint: Path, name: str, settings: dict) -> None:
+    namespace = f"{NAMESPACE}/{name}"
+    with ros.probe.lock:
+        earlier = len(ros.probe.clocks)  # /clock is global: other nodes' ticks came before this one
     node = ros.add(
         WorldModelNode(
             context=ros.context,
-            namespace=f"{NAMESPACE}/sim",
-            parameter_overrides=overrides(checkpoint, publish_clock=True, image_qos="reliable"),
+            namespace=namespace,
+            parameter_overrides=overrides(checkpoint, publish_clock=True, image_qos="reliable", **settings),
         )
     )
     frames: list[Image] = []
-    sub = ros.probe.create_subscription(Image, f"{NAMESPACE}/sim/image", frames.append, QoSProfile(depth=100))
+    statuses: list[RolloutStatus] = []
+    subs = [
+        ros.probe.create_subscription(Image, f"{namespace}/image", frames.append, QoSProfile(depth=100)),
+        ros.probe.create_subscription(RolloutStatus, f"{namespace}/status", statuses.append, 10),
+    ]
     try:
-        wait_for(lambda: len(frames) >= 12, what="frames in model time")
+        wait_for(lambda: len(frames) >= 24, what="frames in model time")
         period = round(1e9 / FPS)
         stamps = [stamp_to_ns(msg.header.stamp) for msg in frames]
-        assert all(b - a == period for a, b in itertools.pairwise(stamps))
+        assert all(b - a == period for a, b in itertools.pairwise(stamps)), "a gap or a repeat in model time"
         assert stamps[0] % period == 0, "model time starts at 0 and advances one period per frame"
         with ros.probe.lock:
-            clocks = [stamp_to_ns(msg.clock) for msg in ros.probe.clocks]
+            clocks = [stamp_to_ns(msg.clock) for msg in ros.probe.clocks[earlier:]]
         assert clocks == sorted(clocks) and set(clocks) & set(stamps), "/clock follows the frame stamps"
+        status = wait_for(lambda: [s for s in statuses if s.rollout_step >= 3], what="a status")[-1]
+        assert status.real_time_factor == pytest.approx(status.frames_per_second / FPS, rel=1e-5)
+        if name == "slow":
+            assert 0 < status.real_time_factor < 1, "20 steps cannot keep real time here"
     finally:
-        ros.probe.destroy_subscription(sub)
+        for sub in subs:
+            ros.probe.destroy_subscription(sub)
         ros.remove(node)
+
+
+def test_a_real_time_factor_needs_simulated_time(ros: Harness, checkpoint: Path) -> None:
+    with pytest.raises(StartupError, match="needs simulated time"):
+        WorldModelNode(
+            context=ros.context,
+            namespace=f"{NAMESPACE}/rtf",
+            parameter_overrides=overrides(checkpoint, real_time_factor=2.0),
+        )
 
 
 def test_sigint_shuts_down_cleanly(checkpoint: Path) -> None:

@@ -160,6 +160,14 @@ class MujocoEnv:
         self._step_count += 1
         return self.render()
 
+    def advance(self, actions: np.ndarray) -> np.ndarray:
+        """`step` through `[n, action_dim]` commands, rendering only the last frame (planners that score
+        where a command sequence ends need no frame before it)."""
+        for action in np.asarray(actions):
+            self._apply_action(self.check_action(action))
+            self._step_count += 1
+        return self.render()
+
     def render(self) -> np.ndarray:
         """The current view as a new uint8 array [H, W, 3]."""
         if self._renderer is None:
