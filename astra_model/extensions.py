@@ -37,7 +37,7 @@ from .action_field import ActionField
 from .config import AstraConfig
 from .history import History
 from .local_motion import LocalMotion
-from .moae import Routed
+from .moae import Routed, RoutedActions
 from .rope import moved
 from .spatial import at_tokens, spatial_basis
 from .view_motion import ViewMotion
@@ -100,8 +100,9 @@ class ChunkInputs:
     """What one forward pass gives the extensions.
 
     Attributes:
+        world: the world the actions command (None without actions).
         actions: modality -> `[B, F * temporal_ratio, D]` commands, as the model reads them.
-        routed: MoAE's features of the chunk's latent frames.
+        routed: MoAE's routed features of the pass (None without actions).
         keep: `[B]` bool, False where a sample's actions are dropped; None keeps every sample's.
         history: the history, if any.
         positions: `[F * S, 3]` (frame, row, column) of the chunk's tokens, frame-major.
@@ -109,8 +110,9 @@ class ChunkInputs:
         height, width: the token grid of one latent frame.
     """
 
-    actions: Mapping[str, torch.Tensor]
-    routed: list[Routed]
+    world: str | None
+    actions: Mapping[str, torch.Tensor] | None
+    routed: RoutedActions | None
     keep: torch.Tensor | None
     history: History | None
     positions: torch.Tensor
@@ -159,23 +161,25 @@ class Conditioning:
 
 
 def condition(
-    config: AstraConfig, world: str, extensions: WorldExtensions, pose_warp: nn.ModuleDict, inputs: ChunkInputs
+    config: AstraConfig, extensions: WorldExtensions, pose_warp: nn.ModuleDict, inputs: ChunkInputs
 ) -> Conditioning:
-    """What the extensions do to a forward pass in `world` with `inputs`, run on the world's `extensions`
-    and the model's `pose_warp` (modality -> `PoseWarp`)."""
+    """What the extensions do to a forward pass with `inputs` (nothing without actions), run on the
+    extensions of the world's weights and the model's `pose_warp` (modality -> `PoseWarp`)."""
     rows, cols, history = inputs.height, inputs.width, inputs.history
     out = Conditioning()
+    if inputs.routed is None:
+        return out
     warp = next((name for name in inputs.actions if name in pose_warp), None)
     if warp is not None and history is not None:
         latest = history.latents[:, :, -1]
         out.tokens = pose_warp[warp](latest, inputs.actions[warp], config.temporal_ratio, inputs.keep)
     if extensions.moves:
         latest = history.latents[:, :, -1] if history is not None else None
-        out.offsets = extensions.offsets(inputs.routed, rows, cols, latest)
+        out.offsets = extensions.offsets(inputs.routed.chunk, rows, cols, latest)
     if config.extensions.spatial:
         out.chunk_basis = spatial_basis(inputs.positions, rows, cols)
         if inputs.history_positions is not None:
             out.history_basis = spatial_basis(inputs.history_positions, rows, cols)
-    if extensions.action_field is not None and world in config.extensions.action_field.worlds:
-        out.field, out.render = extensions.action_field.embed(inputs.routed, inputs.positions, rows, cols)
+    if extensions.action_field is not None and inputs.world in config.extensions.action_field.worlds:
+        out.field, out.render = extensions.action_field.embed(inputs.routed.chunk, inputs.positions, rows, cols)
     return out

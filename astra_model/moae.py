@@ -38,6 +38,21 @@ class Routed:
     gates: torch.Tensor
 
 
+@dataclass
+class RoutedActions:
+    """Routed MoAE features of one forward pass.
+
+    Attributes:
+        chunk: per latent frame of the chunk, `[B, F, .]`.
+        history: per history token group `[B, G, .]`, or `[B, 1, .]` shared by every history token.
+        history_tokens: tokens of each history group, or None for the shared form.
+    """
+
+    chunk: list[Routed]
+    history: list[Routed]
+    history_tokens: list[int] | None
+
+
 class MixtureOfActionExperts(nn.Module):
     def __init__(self, config: AstraConfig, num_blocks: int) -> None:
         super().__init__()

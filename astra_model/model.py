@@ -17,10 +17,10 @@ from .action_field import ActionField
 from .actions import group_per_latent_frame, validate_actions
 from .blocks import LayerKV, Stream, astra_block
 from .config import AstraConfig
-from .extensions import ChunkInputs, Conditioning, WorldExtensions, condition
+from .extensions import ChunkInputs, WorldExtensions, condition
 from .history import History, HistoryEmbedder
 from .init import identity_
-from .moae import MixtureOfActionExperts, Routed
+from .moae import MixtureOfActionExperts, RoutedActions
 from .pose_warp import PoseWarp
 from .rope import grid_positions, rotary_embedding
 from .worlds import TrainedWeights, separate_world_of, world_of, worlds_on
@@ -47,21 +47,6 @@ class AstraOutput:
     velocity: torch.Tensor
     load_balance_loss: torch.Tensor
     field_render: torch.Tensor | None = None
-
-
-@dataclass
-class RoutedActions:
-    """Routed MoAE features of one forward pass.
-
-    Attributes:
-        chunk: per latent frame of the chunk, `[B, F, .]`.
-        history: per history token group `[B, G, .]`, or `[B, 1, .]` shared by every history token.
-        history_tokens: tokens of each history group, or None for the shared form.
-    """
-
-    chunk: list[Routed]
-    history: list[Routed]
-    history_tokens: list[int] | None
 
 
 class KVCache:
@@ -250,7 +235,11 @@ class AstraWorldModel(nn.Module):
         hist_x = hist_pos = None
         if history is not None and not use_cache:
             hist_x, hist_pos = weights.history_embedder(history, self.config.history)
-        ext = self._conditioning(weights, actions, routed, action_mask, history, chunk_pos, hist_pos, h, w)
+        # What our extensions do to this pass (`astra_model.extensions`): to the chunk's tokens and rotary
+        # positions here, to the action embeddings in each block.
+        world = world_of(actions, self.config)
+        inputs = ChunkInputs(world, actions, routed, action_mask, history, chunk_pos, hist_pos, h // 2, w // 2)
+        ext = condition(self.config, weights.extensions, self.pose_warp, inputs)
         head_dim = self.config.backbone["attention_head_dim"]
         chunk_rope = ext.chunk_rope(_to(rotary_embedding(chunk_pos, head_dim), chunk_x), head_dim)
         chunk_stream = Stream(ext.chunk_tokens(chunk_x), t_mod, None, chunk_rope)
@@ -345,24 +334,6 @@ class AstraWorldModel(nn.Module):
             for item in (*chunk_routed, *hist_routed):
                 item.gates = item.gates * keep
         return RoutedActions(chunk_routed, hist_routed, hist_tokens), lb_loss
-
-    def _conditioning(
-        self,
-        weights: TrainedWeights,
-        actions: Mapping[str, torch.Tensor] | None,
-        routed: RoutedActions | None,
-        action_mask: torch.Tensor | None,
-        history: History | None,
-        chunk_pos: torch.Tensor,
-        hist_pos: torch.Tensor | None,
-        h: int,
-        w: int,
-    ) -> Conditioning:
-        """What the extensions do to this pass (`astra_model.extensions`): nothing without actions."""
-        if routed is None:
-            return Conditioning()
-        inputs = ChunkInputs(actions, routed.chunk, action_mask, history, chunk_pos, hist_pos, h // 2, w // 2)
-        return condition(self.config, world_of(actions, self.config), weights.extensions, self.pose_warp, inputs)
 
     def _history_stream(
         self,
