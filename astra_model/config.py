@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .vae import frames_per_latent
 
@@ -20,7 +20,7 @@ Routing = Literal["learned", "modality"]
 AttentionMode = Literal["full", "block_causal"]
 ActionGrouping = Literal["stack", "mean"]
 CommandReading = Literal["change", "change_and_target"]
-COMMAND_READINGS = ("change", "change_and_target")
+COMMAND_READINGS = get_args(CommandReading)
 
 # The world of the modalities that no world of `AstraConfig.worlds` names.
 SHARED_WORLD = "shared"
@@ -177,6 +177,7 @@ class ExtensionsConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExtensionsConfig:
+        """The extensions of a dict as `dataclasses.asdict` writes them."""
         field_config = data.get("action_field")
         return cls(**{**data, "action_field": None if field_config is None else ActionFieldConfig(**field_config)})
 
