@@ -82,6 +82,15 @@ class MixtureOfActionExperts(nn.Module):
             out[name] = self.encoders[name](torch.cat([value, flag], dim=-1))
         return out
 
+    def typical(self, name: str, width: int) -> torch.Tensor:
+        """`[width]` the grouped command that reads as typical: the training mean, which standardises to
+        zero, or zeros for a modality without statistics. It stands in for commands nobody knows (the
+        ones that made a rollout's seed frames, when they are not given): a zero in the read space is no
+        neutral command for every modality (a relative pose of zeros has a zero quaternion)."""
+        if name not in self.config.action_stats:
+            return torch.zeros(width)
+        return self._grouped_stat(name, "mean")
+
     def _grouped_stat(self, name: str, key: str) -> torch.Tensor:
         per_frame = torch.tensor(self.config.action_stats[name][key])
         return per_frame.repeat(self.config.stacked_frames)

@@ -365,12 +365,17 @@ class AstraWorldModel(nn.Module):
         self, grouped: dict[str, torch.Tensor], history: History | None
     ) -> tuple[dict[str, torch.Tensor], list[int] | None]:
         """MoAE input of the history tokens and the tokens of each history group: per group with
-        `history.with_actions`, else one all-zero command (the flag alone) for every history token."""
+        `history.with_actions` (a typical command where the history does not know them, `MoAE.typical`),
+        else one all-zero command (the flag alone) for every history token."""
         if history is None or not self.config.history.with_actions:
             return {k: torch.zeros_like(v[:, :1]) for k, v in grouped.items()}, None
         pooled, scales = history.group_actions(self.config.history)
         b, g = history.latents.shape[0], len(scales)
-        inputs = {k: pooled[k].to(v) if k in pooled else v.new_zeros(b, g, v.shape[-1]) for k, v in grouped.items()}
+
+        def unknown(name: str, like: torch.Tensor) -> torch.Tensor:
+            return self.moae.typical(name, like.shape[-1]).to(like).expand(b, g, -1)
+
+        inputs = {k: pooled[k].to(v) if k in pooled else unknown(k, v) for k, v in grouped.items()}
         h, w = history.latents.shape[-2:]
         return inputs, [self.history_embedder.group_tokens(s, h, w) for s in scales]
 

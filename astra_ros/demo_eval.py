@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,8 +145,10 @@ class ActionPair:
         return _mse(self.preds[0], self.preds[1]), _mse(self.truths[0], self.truths[1])
 
 
-def action_pair(model: AstraWorldModel, domain: str, seed: int, size: int, sampling: Sampling) -> ActionPair:
-    n = model.config.frames_per_chunk
+def action_pair(
+    model: AstraWorldModel, domain: str, seed: int, size: int, sampling: Sampling, chunks: int = 1
+) -> ActionPair:
+    n = model.config.frames_per_chunk * chunks
     with make_env(domain, seed=seed, image_size=size) as env:
         context, commands = _seed_context(env, np.random.default_rng(seed))
         start = env.state()
@@ -155,7 +158,27 @@ def action_pair(model: AstraWorldModel, domain: str, seed: int, size: int, sampl
             env.set_state(start)
             truths.append(_true_rollout(env, plan))
     session = sampling.start(model, context, env.modality, commands, seed).fork(2)
-    return ActionPair(np.stack(truths), session.step({env.modality: np.stack(plans)}, **sampling.step_options()))
+    per_chunk = model.config.frames_per_chunk
+    preds = [
+        session.step({env.modality: np.stack(plans)[:, k : k + per_chunk]}, **sampling.step_options())
+        for k in range(0, n, per_chunk)
+    ]
+    return ActionPair(np.stack(truths), np.concatenate(preds, axis=1))
+
+
+def following(results: list[ActionPair]) -> dict[str, Any]:
+    """How many pairs the model followed, with the interval, and how strongly it responded."""
+    followed = sum(r.followed() for r in results)
+    predicted, true = np.mean([r.spreads() for r in results], axis=0)
+    return {
+        "action_following": followed / len(results),
+        "pairs_followed": followed,
+        "pairs": len(results),
+        "action_following_ci95": following_interval(followed, len(results)),
+        "pair_prediction_mse": round(float(predicted), 4),
+        "pair_truth_mse": round(float(true), 4),
+        "pair_response": round(float(predicted / max(true, 1e-12)), 4),
+    }
 
 
 def pair_figure(examples: dict[str, ActionPair]) -> Figure:
@@ -192,8 +215,11 @@ def evaluate(
     first_seed: int,
     sampling: Sampling,
     domains: tuple[str, ...] = DOMAINS,
+    pair_chunks: int = 1,
 ) -> tuple[dict, dict[str, ActionPair]]:
-    """The report (JSON-ready) and each domain's first action pair."""
+    """The report (JSON-ready) and each domain's first action pair. Pairs are scored twice: started
+    with the commands that made the seed frames, as a recording gives them, and without them, as the
+    node starts from a seed image (`without_seed_commands`)."""
     report, examples = {}, {}
     for domain in domains:
         seeds = range(first_seed, first_seed + episodes)
@@ -204,21 +230,21 @@ def evaluate(
         for name in ("model", "copy", "vae"):
             table[f"{name}_psnr"] = _pooled_psnr(np.mean([r[f"{name}_mse"] for r in runs], axis=0))
         pair_seeds = range(first_seed + 1000, first_seed + 1000 + pairs)
-        results = [action_pair(model, domain, s, size, sampling) for s in tqdm(pair_seeds, desc=f"{domain} pairs")]
-        examples[domain] = results[0]
+        scored = {}
+        for given in (True, False):
+            start = replace(sampling, seed_commands=given)
+            desc = f"{domain} pairs{'' if given else ' without seed commands'}"
+            scored[given] = [
+                action_pair(model, domain, s, size, start, pair_chunks) for s in tqdm(pair_seeds, desc=desc)
+            ]
+        examples[domain] = scored[True][0]
         beats = [m > c for m, c in zip(table["model_psnr"], table["copy_psnr"], strict=True)]
-        followed = sum(r.followed() for r in results)
-        predicted, true = np.mean([r.spreads() for r in results], axis=0)
         report[domain] = {
             **table,
             "beats_copy_psnr_at_horizon": beats,
-            "action_following": followed / len(results),
-            "pairs_followed": followed,
-            "pairs": len(results),
-            "action_following_ci95": following_interval(followed, len(results)),
-            "pair_prediction_mse": round(float(predicted), 4),
-            "pair_truth_mse": round(float(true), 4),
-            "pair_response": round(float(predicted / max(true, 1e-12)), 4),
+            "pair_chunks": pair_chunks,
+            **following(scored[True]),
+            "without_seed_commands": following(scored[False]),
         }
     return report, examples
 
@@ -236,15 +262,16 @@ def markdown(report: dict) -> str:
             lines.append(f"| {domain} | {h} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| domain | action following (pairs followed) | 95% interval (Wilson) | MSE between the two predictions "
-        "| MSE between the two true rollouts | response |",
-        "|---|---|---|---|---|---|",
+        "| domain | start | action following (pairs followed) | 95% interval (Wilson) "
+        "| MSE between the two predictions | MSE between the two true rollouts | response |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {d} | {r['action_following']:.0%} ({r['pairs_followed']} of {r['pairs']}) "
-        f"| {r['action_following_ci95'][0]:.0%}-{r['action_following_ci95'][1]:.0%} "
-        f"| {r['pair_prediction_mse']:.1f} | {r['pair_truth_mse']:.1f} | {r['pair_response']:.3f} |"
+        f"| {d} | {start} | {f['action_following']:.0%} ({f['pairs_followed']} of {f['pairs']}) "
+        f"| {f['action_following_ci95'][0]:.0%}-{f['action_following_ci95'][1]:.0%} "
+        f"| {f['pair_prediction_mse']:.1f} | {f['pair_truth_mse']:.1f} | {f['pair_response']:.3f} |"
         for d, r in report.items()
+        for start, f in (("seed commands given", r), ("no seed commands", r["without_seed_commands"]))
     ]
     return "\n".join(lines) + "\n"
 
@@ -267,19 +294,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--steps", type=int, default=None, help="Euler steps (model default if omitted)")
     parser.add_argument("--guidance-scale", type=float, default=None, help="AFG scale (model default if omitted)")
-    parser.add_argument(
-        "--no-seed-commands",
-        action="store_true",
-        help="do not tell the model the commands that produced the seed frames (the protocol before run 6)",
-    )
+    parser.add_argument("--pair-chunks", type=int, default=1, help="chunks each action pair is rolled out for")
     args = parser.parse_args(argv)
     model = AstraWorldModel.from_pretrained(args.checkpoint)
-    sampling = Sampling(args.steps, args.guidance_scale, seed_commands=not args.no_seed_commands)
-    if args.pairs < 1:
-        parser.error("--pairs must be at least 1")
+    sampling = Sampling(args.steps, args.guidance_scale)
+    if args.pairs < 1 or args.pair_chunks < 1:
+        parser.error("--pairs and --pair-chunks must be at least 1")
     size = args.image_size
     report, examples = evaluate(
-        model, args.episodes, args.chunks, args.pairs, size, args.first_seed, sampling, tuple(args.domains)
+        model,
+        args.episodes,
+        args.chunks,
+        args.pairs,
+        size,
+        args.first_seed,
+        sampling,
+        tuple(args.domains),
+        args.pair_chunks,
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

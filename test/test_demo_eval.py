@@ -48,6 +48,11 @@ def test_report_scores_every_domain_horizon_and_the_copy_baseline():
         assert report[domain]["pair_prediction_mse"] == round(predicted, 4)
         assert report[domain]["pair_truth_mse"] == round(true, 4)
         assert report[domain]["pair_response"] == round(predicted / max(true, 1e-12), 4)
+        # Pairs are scored again from the seed frames alone, as the node starts.
+        without = report[domain]["without_seed_commands"]
+        assert (
+            without["pairs"] == 1 and without["pairs_followed"] in (0, 1) and without["action_following_ci95"][0] >= 0
+        )
     for r in report.values():
         for key in ("model", "copy", "vae"):
             assert len(r[f"{key}_psnr"]) == len(r[f"{key}_ssim"]) == len(r[f"{key}_frame_psnr"]) == 2
@@ -57,6 +62,7 @@ def test_report_scores_every_domain_horizon_and_the_copy_baseline():
         assert r["beats_copy_psnr_at_horizon"] == [m > c for m, c in zip(r["model_psnr"], r["copy_psnr"], strict=True)]
         assert r["action_following"] in (0.0, 1.0)
     assert "| mobile | 2 |" in markdown(report)
+    assert "| mobile | no seed commands |" in markdown(report)
 
 
 def test_vae_row_is_the_one_shot_reconstruction_of_the_true_frames():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import randomise_action_path
+from conftest import randomise_action_path, tiny_config
 from diffusers import WanTransformer3DModel
 
 from astra_model import AstraConfig, AstraWorldModel, History
@@ -131,3 +131,21 @@ def test_adapters_start_as_identity_and_experts_at_zero(tiny_model):
     for block in tiny_model.moae.experts:
         for expert in block:
             assert torch.count_nonzero(expert.weight) == 0 and torch.count_nonzero(expert.bias) == 0
+
+
+def test_history_commands_nobody_gave_read_as_the_typical_command() -> None:
+    """A rollout started from frames alone does not know the commands that made them. The history then
+    reads the training mean (standardised to zero), not zeros: a relative pose of zeros has a zero
+    quaternion, thousands of standard deviations from any pose the model was trained on."""
+    torch.manual_seed(0)
+    stats = {"camera_pose": {"mean": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.999], "std": [0.1] * 6 + [0.001]}}
+    config = tiny_config(history={"with_actions": True}, action_stats=stats)
+    model = AstraWorldModel(config).eval()
+    history = History.from_latents(torch.randn(1, 16, 3, 4, 4))  # no commands with the frames
+    pose = torch.zeros(1, 2, config.action_input_dim("camera_pose") - 1)
+    inputs, _ = model._history_commands({"camera_pose": pose}, history)
+    expected = torch.tensor(stats["camera_pose"]["mean"]).repeat(config.stacked_frames)
+    assert torch.allclose(inputs["camera_pose"], expected.expand_as(inputs["camera_pose"]))
+    standardised = model.moae.encode(inputs, history_flag=1.0)  # reads as exactly the typical command
+    typical = model.moae.encode({"camera_pose": expected.expand_as(inputs["camera_pose"])}, history_flag=1.0)
+    assert torch.equal(standardised["camera_pose"], typical["camera_pose"])
