@@ -53,6 +53,52 @@ class SessionState:
             {k: v.repeat_interleave(repeat, dim=0) for k, v in self.last_commands.items()},
         )
 
+    def branch(self, index: int) -> SessionState:
+        """Branch `index` alone, as a state of one branch (copies)."""
+        pick = slice(index, index + 1)
+        return SessionState(
+            History(
+                self.history.latents[pick].clone(),
+                self.history.indices.clone(),
+                {k: v[pick].clone() for k, v in self.history.actions.items()},
+            ),
+            self.vae.branch(index),
+            self.rng_state.clone(),
+            self.step_count,
+            Anchor(self.anchor.frame[pick].clone(), self.anchor.reconstruction[pick].clone()),
+            {k: v[pick].clone() for k, v in self.last_commands.items()},
+        )
+
+    def lines_up_with(self, other: SessionState) -> bool:
+        """Whether the two can step as one batch: the same frames remembered, commands and decoder layout."""
+        mine, theirs = (s.history for s in (self, other))
+        return (
+            torch.equal(mine.indices, theirs.indices)
+            and mine.actions.keys() == theirs.actions.keys()
+            and self.last_commands.keys() == other.last_commands.keys()
+            and self.vae.lines_up_with(other.vae)
+        )
+
+    @staticmethod
+    def stack(states: list[SessionState]) -> SessionState:
+        """One batched state of states that line up (`lines_up_with`), branch i being states[i]; the
+        first state's random generator comes along (batched episodes bring their own noise)."""
+        first = states[0]
+        if not all(first.lines_up_with(s) for s in states[1:]):
+            raise ValueError("states that do not line up (other frames remembered or commands known) cannot stack")
+        return SessionState(
+            History(
+                torch.cat([s.history.latents for s in states]),
+                first.history.indices.clone(),
+                {k: torch.cat([s.history.actions[k] for s in states]) for k in first.history.actions},
+            ),
+            VAEStream.stack([s.vae for s in states]),
+            first.rng_state.clone(),
+            first.step_count,
+            Anchor(torch.cat([s.anchor.frame for s in states]), torch.cat([s.anchor.reconstruction for s in states])),
+            {k: torch.cat([s.last_commands[k] for s in states]) for k in first.last_commands},
+        )
+
 
 def _as_frames(first_frames: np.ndarray, spatial: int) -> np.ndarray:
     frames = np.asarray(first_frames)
@@ -182,6 +228,7 @@ class RolloutSession:
         guidance_scale: float | None = None,
         steps: int | None = None,
         use_kv_cache: bool = True,
+        noise: torch.Tensor | None = None,
     ) -> np.ndarray:
         """Generate the next chunk.
 
@@ -192,11 +239,13 @@ class RolloutSession:
                 disables guidance).
             steps: Euler steps (model default if None).
             use_kv_cache: cache history keys/values across denoising steps (block_causal models only).
+            noise: the chunk's starting noise `[batch, C, F, h, w]`; default: drawn from the session's
+                generator and shared by every branch (independent episodes batched together bring their own).
 
         Returns:
             uint8 `[frames_per_step, H, W, 3]`, or `[batch, frames_per_step, H, W, 3]` after a fork.
         """
-        return run_to_end(self.stepping(actions, guidance_scale, steps, use_kv_cache))
+        return run_to_end(self.stepping(actions, guidance_scale, steps, use_kv_cache, noise=noise))
 
     @torch.no_grad()  # torch keeps grad off inside every piece of a decorated generator
     def stepping(
@@ -206,6 +255,7 @@ class RolloutSession:
         steps: int | None = None,
         use_kv_cache: bool = True,
         decode: bool = True,
+        noise: torch.Tensor | None = None,
     ) -> Pieces[np.ndarray | torch.Tensor]:
         """`step` in pieces (`astra_model.pieces`): one per denoising step and per decoded latent frame.
         The session changes as the pieces run: one left unfinished leaves it unusable (fork first).
@@ -222,8 +272,11 @@ class RolloutSession:
         history = self.state.history
         h, w = history.latents.shape[-2:]
         shape = (1, cfg.latent_channels, cfg.chunk_latent_frames, h, w)
-        noise = torch.randn(shape, generator=self.generator).to(self.model.device, self.model.dtype)
-        noise = noise.expand(self.batch_size, -1, -1, -1, -1)
+        if noise is None:
+            noise = torch.randn(shape, generator=self.generator).expand(self.batch_size, -1, -1, -1, -1)
+        elif noise.shape != (self.batch_size, *shape[1:]):
+            raise ValueError(f"noise must be {[self.batch_size, *shape[1:]]}, got {list(noise.shape)}")
+        noise = noise.to(self.model.device, self.model.dtype)
 
         guided = uses_guidance(scale, bool(acts))
         cache = KVCache() if use_kv_cache and cfg.attention == "block_causal" else None

@@ -8,7 +8,7 @@ decoding of the whole latent video.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -22,9 +22,21 @@ def frames_per_latent(temperal_downsample: Sequence[bool]) -> int:
 
 
 def _clone_cache(cache: list | None, repeat: int = 1) -> list | None:
+    return _map_cache(cache, lambda c: c.repeat_interleave(repeat, dim=0))
+
+
+def _map_cache(cache: list | None, fn: Callable[[torch.Tensor], torch.Tensor]) -> list | None:
+    """`fn` applied to every tensor of a causal-conv cache (other entries, markers or None, kept)."""
     if cache is None:
         return None
-    return [c.repeat_interleave(repeat, dim=0) if isinstance(c, torch.Tensor) else c for c in cache]
+    return [fn(c) if isinstance(c, torch.Tensor) else c for c in cache]
+
+
+def _layout(cache: list | None) -> list | None:
+    """A cache's entries, tensors by their shape past the batch: what must agree for two to stack."""
+    if cache is None:
+        return None
+    return [tuple(c.shape[1:]) if isinstance(c, torch.Tensor) else c for c in cache]
 
 
 class VAEStream:
@@ -95,6 +107,34 @@ class VAEStream:
             )
             yield
         return torch.cat(outs, dim=2).clamp(-1.0, 1.0)
+
+    def branch(self, index: int) -> VAEStream:
+        """Branch `index` of this stream's batch alone (copies)."""
+        other = VAEStream(self.vae)
+        other.enc_cache = _map_cache(self.enc_cache, lambda c: c[index : index + 1].clone())
+        other.dec_cache = _map_cache(self.dec_cache, lambda c: c[index : index + 1].clone())
+        return other
+
+    def lines_up_with(self, other: VAEStream) -> bool:
+        """Whether the two streams' caches have one layout (they can be stacked)."""
+        return all(
+            _layout(mine) == _layout(theirs)
+            for mine, theirs in ((self.enc_cache, other.enc_cache), (self.dec_cache, other.dec_cache))
+        )
+
+    @staticmethod
+    def stack(streams: list[VAEStream]) -> VAEStream:
+        """One batched stream of streams that line up, batch entry i being streams[i]."""
+        other = VAEStream(streams[0].vae)
+        for part in ("enc_cache", "dec_cache"):
+            caches = [getattr(s, part) for s in streams]
+            if caches[0] is not None:
+                merged = [
+                    torch.cat(entries) if isinstance(entries[0], torch.Tensor) else entries[0]
+                    for entries in zip(*caches, strict=True)
+                ]
+                setattr(other, part, merged)
+        return other
 
     def copy(self, repeat: int = 1) -> VAEStream:
         """An independent copy of this stream's state, each batch element repeated `repeat` times."""

@@ -62,6 +62,7 @@ class Episode:
     seed_commands: np.ndarray
     goal_frame: np.ndarray
     goal_state: np.ndarray
+    goal_commands: np.ndarray
 
 
 @dataclass
@@ -83,10 +84,11 @@ def make_episode(env: MujocoEnv, seed: int) -> Episode:
     frames += [env.step(a) for a in warmup[:-1]]
     commands = np.concatenate([warmup[:1], warmup[:-1]])  # row t made frame t; row 0 repeats row 1
     start = env.state()
-    goal_frame = env.advance(env.sample_actions(GOAL_FRAMES, rng))
+    goal_commands = env.sample_actions(GOAL_FRAMES, rng)
+    goal_frame = env.advance(goal_commands)
     goal_state = task_state(env)
     env.set_state(start)
-    return Episode(seed, start, np.stack(frames), commands.astype(np.float32), goal_frame, goal_state)
+    return Episode(seed, start, np.stack(frames), commands.astype(np.float32), goal_frame, goal_state, goal_commands)
 
 
 class MujocoRollouts:
