@@ -19,9 +19,12 @@ SingleThreadedExecutor, inference thread) and the same node class under the 6-th
 `MultiThreadedExecutor` that `main` used before, one after the other in the same run.
 `--soak-seconds S` instead runs the shipped node in the mobile world for S seconds with an
 `~/imagine` call every `--imagine-every` seconds and samples its RSS, to show whether memory stays flat.
+`--sim-seconds S` instead runs it on /clock with `--slow-steps` denoising steps, at real-time factors 1
+and 0, and reports the real-time factor reached and whether frame stamps advance one period per frame.
 
     .venv/bin/python bench/node_latency.py --seconds 300
     .venv/bin/python bench/node_latency.py --soak-seconds 900 --out bench/results/node_soak.json
+    .venv/bin/python bench/node_latency.py --sim-seconds 60 --out bench/results/node_sim_time.json
 """
 
 from __future__ import annotations
@@ -61,7 +64,6 @@ WORLDS = {"mobile": "twist", "arm": "joints", "camera": "camera_pose"}
 MSG_TYPES = {"twist": Twist, "joints": JointState, "camera_pose": PoseStamped}
 CHUNK_LINE = re.compile(r"chunk (\d+) planned at (\d+) ns: frames from (\d+), computed in (\d+) ms")
 TIMEOUT_S = 120.0
-EXTRA = os.environ.get("NODE_EXTRA", "").split()
 
 
 class Client(Node):
@@ -121,8 +123,8 @@ class Commander:
 class NodeProcess:
     """The node under test in its own process; its debug log gives one line per chunk."""
 
-    def __init__(self, architecture: str, checkpoint: Path, env: dict[str, str]) -> None:
-        params = ["-p", f"checkpoint:={checkpoint}", "-p", "image_qos:=reliable", *EXTRA]
+    def __init__(self, architecture: str, checkpoint: Path, env: dict[str, str], extra: tuple[str, ...] = ()) -> None:
+        params = ["-p", f"checkpoint:={checkpoint}", "-p", "image_qos:=reliable", *extra]
         ros_args = ["--ros-args", *params, "--log-level", "world_model_node:=debug"]
         entry = ["-m", "astra_ros.world_model_node"] if architecture == "new" else [__file__, "--serve-old"]
         self.process = subprocess.Popen(
@@ -253,8 +255,10 @@ def run_world(client: Client, node: NodeProcess, world: str, args, config: Astra
     return result
 
 
-def start_node(client: Client, architecture: str, checkpoint: Path, env: dict[str, str]) -> NodeProcess:
-    node = NodeProcess(architecture, checkpoint, env)
+def start_node(
+    client: Client, architecture: str, checkpoint: Path, env: dict[str, str], extra: tuple[str, ...] = ()
+) -> NodeProcess:
+    node = NodeProcess(architecture, checkpoint, env, extra)
     wait_for(lambda: len(client.arrivals) >= 2 or node.process.poll() is not None)
     if node.process.poll() is not None:
         raise RuntimeError("the node exited at start-up:\n" + "".join(node.log))
@@ -325,6 +329,60 @@ def soak(args, env: dict[str, str], config: AstraConfig) -> dict[str, Any]:
     return result
 
 
+def simulated_time(args, env: dict[str, str]) -> dict[str, Any]:
+    """The node on /clock with a deliberately slow sampler: model time against wall time, and whether the
+    frame stamps advance one period per frame, for a real-time factor of 1 and of 0 (as fast as it can)."""
+    results = {}
+    for factor in (1.0, 0.0):
+        client = Client()
+        stamps: list[int] = []
+        client.create_subscription(
+            Image,
+            "image",
+            lambda m, into=stamps: into.append(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec),
+            1000,
+        )
+        executor = SingleThreadedExecutor()
+        executor.add_node(client)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        extra = (
+            "-p",
+            "publish_clock:=true",
+            "-p",
+            f"real_time_factor:={factor}",
+            "-p",
+            f"denoising_steps:={args.slow_steps}",
+        )
+        node = start_node(client, "new", args.checkpoint, env, extra)
+        commander = Commander(client, "mobile", args.command_rate, [], args.sim_seconds + 60)
+        time.sleep(5.0)
+        first, started = len(client.arrivals), time.time()
+        time.sleep(args.sim_seconds)
+        last, ended = len(client.arrivals), time.time()
+        commander.stop()
+        node.stop()
+        executor.shutdown()
+        client.destroy_node()
+        period = round(1e9 / args.frame_rate)
+        steps = np.diff(stamps)
+        model_s = (last - first) / args.frame_rate
+        results[str(factor)] = {
+            "denoising_steps": args.slow_steps,
+            "real_time_factor_asked": factor,
+            "real_time_factor_measured": model_s / (ended - started),
+            "frames": last - first,
+            "stamps_one_period_apart": bool((steps == period).all()),
+            "stamp_gaps": int((steps != period).sum()),
+        }
+        print(
+            f"/clock with {args.slow_steps} steps, real-time factor {factor:g}: measured "
+            f"{results[str(factor)]['real_time_factor_measured']:.3f}, {last - first} frames, "
+            f"stamps one period apart: {results[str(factor)]['stamps_one_period_apart']}",
+            flush=True,
+        )
+    return results
+
+
 def serve_old() -> None:
     """The node class under the executor `main` used before: MultiThreadedExecutor(6), rclpy's signals."""
     from rclpy.executors import MultiThreadedExecutor
@@ -356,6 +414,8 @@ def main() -> None:
     parser.add_argument("--imagine-candidates", type=int, default=8)
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--imagine-every", type=float, default=30.0)
+    parser.add_argument("--sim-seconds", type=float, default=0.0, help="run the /clock part for this long instead")
+    parser.add_argument("--slow-steps", type=int, default=20, help="denoising steps of the /clock part")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/node_latency.json")
     args = parser.parse_args()
 
@@ -374,7 +434,9 @@ def main() -> None:
         "load_average_1min_at_start": os.getloadavg()[0],
     }
     try:
-        if args.soak_seconds:
+        if args.sim_seconds:
+            result["simulated_time"] = simulated_time(args, env)
+        elif args.soak_seconds:
             result["soak"] = soak(args, env, config)
         else:
             result["seconds_per_world"] = args.seconds
