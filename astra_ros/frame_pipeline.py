@@ -7,14 +7,15 @@ Timing, with F video frames per chunk, T = 1 / frame_rate and L the time one chu
 - A publisher timer pops one frame every T from a bounded queue, so the published rate is steady as
   long as L < F*T.
 - The inference thread plans the next chunk just in time: once the frames still queued last no
-  longer than the chunk's compute time with a margin, ``ceil(LEAD_MARGIN * L_max / T) + 1`` frames
-  (at most F), where ``L_max`` is the longest of the last ``LEAD_WINDOW`` chunks. Planning later
-  would let the queue run dry; planning earlier only makes commands wait longer.
+  longer than the chunk's compute time with a margin, ``lead = ceil(LEAD_MARGIN * L_max / T)``
+  frames (at most F), where ``L_max`` is the longest of the last ``LEAD_WINDOW`` chunks: the chunk
+  then has (lead+1)*T before the queue runs dry. Planning later would let it run dry; planning
+  earlier only makes commands wait longer.
 - The chunk's actions are sampled at its frame times in model time; commands arriving after the
   planning moment cannot be in it. Plans happen every F*T, so a command first shows in a published
   frame between (lead+1)*T and F*T + (lead+1)*T after it is accepted, F*T/2 + (lead+1)*T on
-  average, with lead*T just above L. With F=8 at 10 fps and L = 0.45 s (the demo model on two CPU
-  cores): a lead of 7 frames, 0.8 to 1.6 s, 1.2 s on average. A model slower than real time
+  average, with lead*T just above L. With F=8 at 10 fps and L_max = 0.55 s (the demo model on two
+  CPU cores): a lead of 7 frames, 0.8 to 1.6 s, 1.2 s on average. A model slower than real time
   (L > F*T) computes back to back instead, and the latency grows to between L+T and 2L+T.
 - ``/clock`` mode does not change this in frames; in model time the latency is the same number
   of frame periods.
@@ -41,7 +42,7 @@ ACTION_HISTORY = 64
 # Chunks whose timing is kept for diagnostics and benchmarks.
 CHUNK_RECORDS = 256
 # Just-in-time planning: the queue must outlast LEAD_MARGIN times the longest of the last LEAD_WINDOW chunks.
-LEAD_MARGIN = 1.25
+LEAD_MARGIN = 1.1
 LEAD_WINDOW = 8
 # Pause after a failed chunk before retrying, so a persistent failure cannot spin a CPU core.
 ERROR_BACKOFF_S = 1.0

@@ -29,14 +29,12 @@ import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from astra_msgs.action import ReachImage
 from geometry_msgs.msg import PoseStamped, Twist
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -47,6 +45,7 @@ from astra_ros import node_params
 from astra_ros.action_conversion import COMMAND_TOPICS, ActionConversionError, action_to_msg, msg_to_action
 from astra_ros.demo_worlds import command_space
 from astra_ros.image_conversion import ImageConversionError, image_msg_to_rgb, rgb_to_image_msg
+from astra_ros.node_main import run_node
 from astra_ros.node_params import ParamSpec, StartupError
 
 NODE_NAME = "astra_planner"
@@ -54,6 +53,7 @@ MSG_TYPES: dict[str, type] = {"twist": Twist, "joints": JointState, "camera_pose
 DEMO_WORLD = {"twist": "mobile", "joints": "arm", "camera_pose": "camera"}
 GOAL_ENCODINGS = ("rgb8", "bgr8")
 FRAME_WAIT_S = 10.0
+STOP_WAIT_S = 10.0
 
 _DEFAULTS = PlannerConfig()
 PLANNER_PARAMS: tuple[ParamSpec, ...] = (
@@ -112,6 +112,8 @@ class PlannerNode(Node):
         self.joint_names = list(self.model.config.action_labels.get("joints", [])) or None
         self.frame_size = self._frame_size()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._executing = 0  # goals whose result is not out yet
         self._frames: list[np.ndarray] = []
         self._in_force = _given(self._param("initial_command"))
         self._publisher = self.create_publisher(MSG_TYPES[self.modality], COMMAND_TOPICS[self.modality], 10)
@@ -165,6 +167,13 @@ class PlannerNode(Node):
         settings = {name: self._param(name) for name in names}
         return PlannerConfig(**settings, time_budget_s=budget or None, seed=self._param("seed"))
 
+    def stop_serving(self, executor: Executor) -> None:
+        """End the goals in progress (aborted, with a message) and spin until their results are out."""
+        self._stopping.set()
+        deadline = time.monotonic() + STOP_WAIT_S
+        while self._server._goal_handles and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+
     # -- inputs ------------------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
         try:
@@ -209,6 +218,13 @@ class PlannerNode(Node):
         return None
 
     def _execute(self, handle: ServerGoalHandle) -> ReachImage.Result:
+        self._executing += 1
+        try:
+            return self._pursue(handle)
+        finally:
+            self._executing -= 1
+
+    def _pursue(self, handle: ServerGoalHandle) -> ReachImage.Result:
         goal = image_msg_to_rgb(handle.request.goal_image, expected_size=self.frame_size)
         goal_latents = encode_frame(self.model, goal)
         tolerance = handle.request.tolerance or self._param("tolerance")
@@ -216,7 +232,7 @@ class PlannerNode(Node):
         planner = Planner(self.model, self.modality, self.space, self._config())
         result = ReachImage.Result()
         replans = 0
-        while self.context.ok():
+        while self.context.ok() and not self._stopping.is_set():
             frames = self._wait_for_frames()
             if not frames:
                 result.message = "no camera frames arrive on image"
@@ -231,6 +247,8 @@ class PlannerNode(Node):
             result.steps += self._publish(plan.commands[: self.model.config.frames_per_chunk], handle)
         result.reached = result.final_cost <= tolerance
         result.message = f"{'reached' if result.reached else 'not reached'} after {result.steps} commands"
+        if self._stopping.is_set():
+            result.message += ": the planner is shutting down"
         if handle.is_cancel_requested:
             handle.canceled()
         elif result.reached:
@@ -258,7 +276,7 @@ class PlannerNode(Node):
         period = 1.0 / self._param("frame_rate")
         start = time.monotonic()
         for k, command in enumerate(commands):
-            if handle.is_cancel_requested or not self.context.ok():
+            if handle.is_cancel_requested or self._stopping.is_set():
                 return k
             time.sleep(max(0.0, start + k * period - time.monotonic()))
             msg = action_to_msg(self.modality, command, MSG_TYPES[self.modality], joint_names=self.joint_names)
@@ -269,23 +287,8 @@ class PlannerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PlannerNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (StartupError, ParameterException) as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    # Several threads: a goal's planning runs for seconds while the camera keeps arriving.
+    return run_node(NODE_NAME, PlannerNode, lambda: MultiThreadedExecutor(num_threads=3), args)
 
 
 if __name__ == "__main__":

@@ -45,15 +45,12 @@ from __future__ import annotations
 
 import functools
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Generator
 from typing import Any
 
 import numpy as np
-import rclpy
 from astra_msgs.msg import RolloutStatus
 from astra_msgs.srv import Imagine, Reset
 from builtin_interfaces.msg import Time
@@ -62,13 +59,12 @@ from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.exceptions import ParameterException, ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.exceptions import ParameterUninitializedException
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.impl.rcutils_logger import RcutilsLogger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -93,6 +89,7 @@ from astra_ros.image_conversion import (
     rgb_to_image_msg,
     stamp_to_ns,
 )
+from astra_ros.node_main import SPIN_PERIOD_S, run_node
 from astra_ros.node_params import StartupError
 from astra_ros.resample import OutOfOrderError
 
@@ -112,7 +109,6 @@ RATE_WINDOW_S = 3.0
 WARN_THROTTLE_S = 2.0
 FUTURE_TOLERANCE_NS = 1_000_000_000
 GREY = 128
-SPIN_PERIOD_S = 0.1  # how often the main loop looks for a shutdown request
 SHUTDOWN_ANSWER_S = 2.0  # time given to services to answer once the simulator stops
 # Imagine return modes that keep only each candidate's last frame.
 IMAGINE_KEEP = (Imagine.Request.RETURN_LAST_FRAME, Imagine.Request.RETURN_SUMMARY)
@@ -628,7 +624,7 @@ class WorldModelNode(Node):
         self.get_logger().error(f"chunk failed: {type(err).__name__}: {err}", throttle_duration_sec=WARN_THROTTLE_S)
 
     # -- shutdown ------------------------------------------------------------------------------------
-    def stop_simulating(self, executor: SingleThreadedExecutor) -> None:
+    def stop_serving(self, executor: Executor) -> None:
         """Stop the inference thread and spin ``executor`` until the service calls that waited for it
         have been answered (they end with ``success`` false)."""
         self._stop_pipeline()
@@ -650,30 +646,7 @@ class WorldModelNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    # Our own signal handlers: rclpy's would shut the context down under the executor, before the calls
-    # in progress are answered and while timers may still publish.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    node = None
-    try:
-        node = WorldModelNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=SPIN_PERIOD_S)
-        node.stop_simulating(executor)
-    except ExternalShutdownException:
-        pass
-    except (StartupError, ParameterException) as err:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(err))
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, WorldModelNode, SingleThreadedExecutor, args)
 
 
 if __name__ == "__main__":
