@@ -5,7 +5,8 @@ this process is its client: it publishes each world's commands at `--command-rat
 frame over reliable QoS and calls the node's services, as a user's nodes would. Per world, after a
 `~/reset` that names no world (the first command picks it), it reports in one run:
 
-- the sustained published rate against the configured `frame_rate`, over `--seconds`;
+- the sustained published rate against the configured `frame_rate`, over `--seconds` (`--old-seconds`
+  for the old executor);
 - chunk compute time, read from the node's debug log (one line per chunk);
 - command-to-frame latency, median and 95th percentile: from a command's publication to the arrival
   of the first frame of the first chunk planned after it. The debug log says when each chunk was
@@ -202,15 +203,17 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "p95": float(np.percentile(values, 95)), "count": len(values)}
 
 
-def run_world(client: Client, node: NodeProcess, world: str, args, config: AstraConfig) -> dict[str, Any]:
+def run_world(
+    client: Client, node: NodeProcess, world: str, args, config: AstraConfig, seconds: float
+) -> dict[str, Any]:
     frames_per_chunk = config.frames_per_chunk
     reset = client.call(Reset, "reset", Reset.Request(seed=-1))
     assert reset.success, reset.message
     sent_before, chunks_before = len(client.sent), len(node.chunks)
-    commander = Commander(client, world, args.command_rate, config.action_labels.get("joints", []), args.seconds + 60)
+    commander = Commander(client, world, args.command_rate, config.action_labels.get("joints", []), seconds + 60)
     time.sleep(args.warmup)
     start = time.time()
-    time.sleep(args.seconds)
+    time.sleep(seconds)
     end = time.time()
     # An imagine call while the commands keep flowing.
     request = Imagine.Request(
@@ -274,7 +277,9 @@ def run_architecture(architecture: str, args, env: dict[str, str], config: Astra
     spinner.start()
     node = start_node(client, architecture, args.checkpoint, env)
     try:
-        worlds = {world: run_world(client, node, world, args, config) for world in args.worlds}
+        # The old executor is the comparison, not the claim: it is measured for less time.
+        seconds = args.seconds if architecture == "new" else args.old_seconds
+        worlds = {world: run_world(client, node, world, args, config, seconds) for world in args.worlds}
         peak = node.rss_mb("VmHWM")
     finally:
         shutdown = node.stop()
@@ -408,6 +413,7 @@ def main() -> None:
     parser.add_argument("--worlds", nargs="+", choices=list(WORLDS), default=list(WORLDS))
     parser.add_argument("--architectures", nargs="+", choices=["new", "old"], default=["new", "old"])
     parser.add_argument("--seconds", type=float, default=300.0, help="measured seconds per world")
+    parser.add_argument("--old-seconds", type=float, default=60.0, help="measured seconds per world, old executor")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds after each reset before measuring")
     parser.add_argument("--command-rate", type=float, default=10.0)
     parser.add_argument("--frame-rate", type=float, default=10.0, help="the node's frame_rate (its default)")
@@ -439,7 +445,7 @@ def main() -> None:
         elif args.soak_seconds:
             result["soak"] = soak(args, env, config)
         else:
-            result["seconds_per_world"] = args.seconds
+            result["seconds_per_world"] = {"new": args.seconds, "old": args.old_seconds}
             result["architectures"] = {a: run_architecture(a, args, env, config) for a in args.architectures}
             if {"new", "old"} <= set(args.architectures):
                 result["new_over_old_rate"] = {
