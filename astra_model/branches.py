@@ -26,7 +26,7 @@ def branch_rollouts(
     plans: Mapping[str, np.ndarray],
     max_batch: int,
     settings: Mapping[str, Any] | None = None,
-    last_only: bool = False,
+    keep_last: int | None = None,
     decode: bool = True,
 ) -> Pieces[np.ndarray | torch.Tensor]:
     """Roll every plan forward from `state`, in pieces (`astra_model.pieces`): one per denoising step and
@@ -39,15 +39,18 @@ def branch_rollouts(
             every modality gives all `n` plans.
         max_batch: plans rolled out together at most.
         settings: keyword arguments of `RolloutSession.step` (guidance_scale, steps).
-        last_only: keep only each plan's last frame (memory stays bounded by `max_batch` chunks).
+        keep_last: keep only each plan's last `keep_last` frames, or latent frames without `decode`
+            (memory stays bounded by `max_batch` chunks); None keeps every frame.
         decode: False skips the VAE and returns latents (what a planner scores).
 
     Returns:
-        uint8 frames `[n, T, H, W, 3]`, or latents `[n, C, T', h, w]` without `decode`; with `last_only`
-        only the last frame, `[n, 1, H, W, 3]` or `[n, C, 1, h, w]`.
+        uint8 frames `[n, T, H, W, 3]`, or latents `[n, C, T, h, w]` without `decode`; with `keep_last`
+        only the last frames, `[n, keep_last, H, W, 3]` or `[n, C, keep_last, h, w]`.
     """
     if max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    if keep_last is not None and keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1 or None, got {keep_last}")
     if state.history.latents.shape[0] != 1:
         raise ValueError("branch_rollouts starts from the state of one branch")
     count, frames = _plan_shape(plans)
@@ -64,15 +67,17 @@ def branch_rollouts(
             out_chunk = yield from session.stepping(chunk, decode=decode, **(settings or {}))
             if decode:  # frames [B, F, H, W, 3] (a batch of one comes back unbatched), else latents [B, C, F, h, w]
                 out_chunk = out_chunk.reshape(batch, per_chunk, *out_chunk.shape[-3:])
-            axis = 1 if decode else 2
-            kept = [_last(out_chunk, axis)] if last_only else [*kept, out_chunk]
-        out.append(np.concatenate(kept, axis=1) if decode else torch.cat(kept, dim=2))
+            kept = [_frames([*kept, out_chunk], decode, keep_last)]
+        out.append(kept[0])
     return np.concatenate(out) if decode else torch.cat(out)
 
 
-def _last(value: np.ndarray | torch.Tensor, axis: int) -> np.ndarray | torch.Tensor:
-    """The last entry along `axis`, keeping the axis."""
-    return value[(slice(None),) * axis + (slice(-1, None),)]
+def _frames(parts: list, decode: bool, keep_last: int | None) -> np.ndarray | torch.Tensor:
+    """Frames `[B, F, ...]` or latents `[B, C, F, ...]` joined along F, then the last `keep_last` kept."""
+    joined = np.concatenate(parts, axis=1) if decode else torch.cat(parts, dim=2)
+    if keep_last is None:
+        return joined
+    return joined[:, -keep_last:] if decode else joined[:, :, -keep_last:]
 
 
 def _plan_shape(plans: Mapping[str, np.ndarray]) -> tuple[int, int]:

@@ -3,8 +3,13 @@
 Each replan scores candidate command sequences by rolling them out from the current session state in
 the model: all candidates continue the same state with the same noise (`astra_model.branches`), in
 micro-batches of `max_batch`, so peak memory does not grow with the number of candidates. The default
-cost is the distance, in the model's latent space, between the last predicted latent frame and the goal
-image's latents, so no candidate is decoded; only the best plan is. Commands are held for
+cost is the distance, in the model's latent space, between the last `cost_frames` predicted latent
+frames and the goal image's latents, each averaged over squares of `cost_pool` latent cells, so no
+candidate is decoded; only the best plan is. Scoring the last few frames asks for the goal to be
+reached and held, not passed through; pooling compares the layout of the scene rather than the fine
+detail the model blurs. On the demo model's mobile world these two raise the rank correlation between
+a candidate's latent cost and its true final error (position and yaw, in MuJoCo) from 0.30 to 0.48
+(mean Spearman over 8 held-out starts of 16 random one-chunk candidates). Commands are held for
 `frames_per_knot` frames (a frame skip, as DINO-WM and NWM plan): a horizon of one 8-frame chunk is two
 knots per command dimension to search, not eight.
 
@@ -26,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .branches import branch_rollouts
 from .command_space import CommandSpace
@@ -34,7 +40,7 @@ from .pieces import run_to_end
 from .rollout import SessionState
 from .vae import VAEStream, frames_to_video
 
-# (commands [N, T, D], last predicted latents [N, C, 1, h, w], goal latents [1, C, 1, h, w]) -> costs [N]
+# (commands [N, T, D], last predicted latents [N, C, F, h, w], goal latents [1, C, 1, h, w]) -> costs [N]
 CostFn = Callable[[np.ndarray, torch.Tensor, torch.Tensor], np.ndarray]
 
 
@@ -42,11 +48,12 @@ class Rollouts(Protocol):
     """Where a planner's candidates play out: the world model (`ModelRollouts`), or anything that can
     say where command sequences `[N, T, D]` end (a simulator, for an upper bound)."""
 
-    def last_latents(self, commands: np.ndarray) -> torch.Tensor:
-        """Normalised latents `[N, C, 1, h, w]` of each sequence's last frame."""
+    def last_latents(self, commands: np.ndarray, count: int) -> torch.Tensor:
+        """Normalised latents `[N, C, F, h, w]` of each sequence's last `count` frames (F latent frames
+        cover them)."""
 
-    def last_frames(self, commands: np.ndarray) -> np.ndarray:
-        """uint8 `[N, H, W, 3]`: each sequence's last frame."""
+    def last_frames(self, commands: np.ndarray, count: int) -> np.ndarray:
+        """uint8 `[N, count, H, W, 3]`: each sequence's last `count` frames."""
 
     def frames(self, commands: np.ndarray) -> np.ndarray:
         """uint8 `[T, H, W, 3]`: every frame of one sequence `[1, T, D]`."""
@@ -61,18 +68,19 @@ class ModelRollouts:
         self.model, self.state, self.modality = model, state, modality
         self.max_batch, self.settings = max_batch, settings
 
-    def _run(self, commands: np.ndarray, max_batch: int, last_only: bool, decode: bool) -> Any:
+    def _run(self, commands: np.ndarray, max_batch: int, keep_last: int | None, decode: bool) -> Any:
         plans = {self.modality: commands}
-        return run_to_end(branch_rollouts(self.model, self.state, plans, max_batch, self.settings, last_only, decode))
+        return run_to_end(branch_rollouts(self.model, self.state, plans, max_batch, self.settings, keep_last, decode))
 
-    def last_latents(self, commands: np.ndarray) -> torch.Tensor:
-        return self._run(commands, self.max_batch, last_only=True, decode=False)
+    def last_latents(self, commands: np.ndarray, count: int) -> torch.Tensor:
+        latent_frames = -(-count // self.model.config.temporal_ratio)
+        return self._run(commands, self.max_batch, latent_frames, decode=False)
 
-    def last_frames(self, commands: np.ndarray) -> np.ndarray:
-        return self._run(commands, self.max_batch, last_only=True, decode=True)[:, 0]
+    def last_frames(self, commands: np.ndarray, count: int) -> np.ndarray:
+        return self._run(commands, self.max_batch, count, decode=True)
 
     def frames(self, commands: np.ndarray) -> np.ndarray:
-        return self._run(commands, 1, last_only=False, decode=True)[0]
+        return self._run(commands, 1, None, decode=True)[0]
 
 
 @dataclass
@@ -93,8 +101,10 @@ class PlannerConfig:
         smoothness: weight of the mean squared frame-to-frame change of the parameters (as fractions of
             their range) added to the cost.
         max_batch: candidates rolled out together at most (peak memory).
-        cost: `"latent"` (mean squared error of latents, no decoding) or `"pixel"` (of the decoded last
-            frame, in [0, 1] units); a `cost_fn` given to the planner replaces both.
+        cost: `"latent"` (mean squared error of pooled latents, no decoding) or `"pixel"` (of the decoded
+            frames, in [0, 1] units); a `cost_fn` given to the planner replaces both.
+        cost_frames: the last frames of each candidate its cost compares with the goal, averaged.
+        cost_pool: the latent cost averages squares of this many latent cells on a side first.
         time_budget_s: stop refining once another iteration would pass this (one always runs).
         seed: seed of the sampling; replan k draws from `(seed, k)`.
         steps, guidance_scale: the sampler's settings (None: the model's).
@@ -112,6 +122,8 @@ class PlannerConfig:
     smoothness: float = 0.0
     max_batch: int = 8
     cost: Literal["latent", "pixel"] = "latent"
+    cost_frames: int = 4
+    cost_pool: int = 2
     time_budget_s: float | None = None
     seed: int = 0
     steps: int | None = None
@@ -121,8 +133,15 @@ class PlannerConfig:
         checks = {
             "method must be 'cem' or 'mppi'": self.method in ("cem", "mppi"),
             "cost must be 'latent' or 'pixel'": self.cost in ("latent", "pixel"),
-            "horizon_chunks, candidates, iterations, frames_per_knot and max_batch must be >= 1": min(
-                self.horizon_chunks, self.candidates, self.iterations, self.frames_per_knot, self.max_batch
+            "horizon_chunks, candidates, iterations, frames_per_knot, max_batch, cost_frames and cost_pool must be "
+            ">= 1": min(
+                self.horizon_chunks,
+                self.candidates,
+                self.iterations,
+                self.frames_per_knot,
+                self.max_batch,
+                self.cost_frames,
+                self.cost_pool,
             )
             >= 1,
             "elites must be in [1, candidates]": 1 <= self.elites <= self.candidates,
@@ -194,6 +213,8 @@ class Planner:
         if per_chunk % self.config.frames_per_knot:
             raise ValueError(f"frames_per_knot must divide the model's {per_chunk} frames per chunk")
         self.frames = self.config.horizon_chunks * per_chunk
+        if self.config.cost_frames > self.frames:
+            raise ValueError(f"cost_frames ({self.config.cost_frames}) exceeds the horizon's {self.frames} frames")
         self.knots = self.frames // self.config.frames_per_knot
         self._previous: np.ndarray | None = None  # mean of the last replan, [knots, P]
         self._replans = 0
@@ -295,15 +316,16 @@ class Planner:
         """Each candidate's cost `[N]`, and the seconds its rollouts took."""
         commands = self.space.commands(self._per_frame(params), current)
         pixel = self.cost_fn is None and self.config.cost == "pixel"
+        count = self.config.cost_frames
         started = time.perf_counter()
-        last = rollouts.last_frames(commands) if pixel else rollouts.last_latents(commands)
+        last = rollouts.last_frames(commands, count) if pixel else rollouts.last_latents(commands, count)
         seconds = time.perf_counter() - started
         if self.cost_fn is not None:
             costs = np.asarray(self.cost_fn(commands, last, goal_latents), np.float64)
         elif pixel:
-            costs = (((last.astype(np.float64) - goal) / 255.0) ** 2).mean(axis=(1, 2, 3))
+            costs = (((last.astype(np.float64) - goal) / 255.0) ** 2).mean(axis=(1, 2, 3, 4))
         else:
-            costs = latent_mse(last, goal_latents)
+            costs = latent_mse(last, goal_latents, self.config.cost_pool)
         if costs.shape != (len(params),):
             raise ValueError(f"the cost must give one value per candidate ({len(params)}), got {costs.shape}")
         width = np.where(self._width() > 0, self._width(), 1.0)
@@ -321,6 +343,10 @@ def encode_frame(model: AstraWorldModel, frame: np.ndarray) -> torch.Tensor:
     return VAEStream(model.vae).encode(video)
 
 
-def latent_mse(latents: torch.Tensor, goal_latents: torch.Tensor) -> np.ndarray:
-    """Mean squared difference `[N]` between each `[N, C, 1, h, w]` and the goal's `[1, C, 1, h, w]`."""
-    return ((latents.float() - goal_latents.float()) ** 2).mean(dim=(1, 2, 3, 4)).cpu().numpy().astype(np.float64)
+def latent_mse(latents: torch.Tensor, goal_latents: torch.Tensor, pool: int = 1) -> np.ndarray:
+    """Mean squared difference `[N]` between each `[N, C, F, h, w]` and the goal's `[1, C, 1, h, w]`,
+    over all F frames, after averaging squares of `pool` x `pool` latent cells."""
+    latents, goal_latents = latents.float(), goal_latents.float()
+    if pool > 1:
+        latents, goal_latents = (F.avg_pool3d(x, (1, pool, pool)) for x in (latents, goal_latents))
+    return ((latents - goal_latents) ** 2).mean(dim=(1, 2, 3, 4)).cpu().numpy().astype(np.float64)

@@ -97,15 +97,17 @@ class MujocoRollouts:
     def __init__(self, sim: MujocoEnv, state: dict[str, Any], model: AstraWorldModel) -> None:
         self.sim, self.state, self.model = sim, state, model
 
-    def last_frames(self, commands: np.ndarray) -> np.ndarray:
-        frames = []
-        for sequence in commands:
-            self.sim.set_state(self.state)
-            frames.append(self.sim.advance(sequence))
-        return np.stack(frames)
+    def last_frames(self, commands: np.ndarray, count: int) -> np.ndarray:
+        return np.stack([self._last_frames(sequence, count) for sequence in commands])
 
-    def last_latents(self, commands: np.ndarray) -> torch.Tensor:
-        return torch.cat([encode_frame(self.model, frame) for frame in self.last_frames(commands)])
+    def _last_frames(self, sequence: np.ndarray, count: int) -> np.ndarray:
+        self.sim.set_state(self.state)
+        first = len(sequence) - count  # the first frame kept; the ones before it need no rendering
+        return np.stack([self.sim.advance(sequence[: first + 1]), *(self.sim.step(c) for c in sequence[first + 1 :])])
+
+    def last_latents(self, commands: np.ndarray, count: int) -> torch.Tensor:
+        per_sequence = [[encode_frame(self.model, f) for f in frames] for frames in self.last_frames(commands, count)]
+        return torch.cat([torch.cat(latents, dim=2) for latents in per_sequence])
 
     def frames(self, commands: np.ndarray) -> np.ndarray:
         self.sim.set_state(self.state)
@@ -211,6 +213,8 @@ def planner_config(args: argparse.Namespace) -> PlannerConfig:
         elites=args.elites,
         frames_per_knot=args.frames_per_knot,
         max_batch=args.max_batch,
+        cost_frames=args.cost_frames,
+        cost_pool=args.cost_pool,
         seed=args.seed,
     )
 
@@ -263,6 +267,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--elites", type=int, default=d.elites)
     p.add_argument("--frames-per-knot", type=int, default=d.frames_per_knot)
     p.add_argument("--max-batch", type=int, default=d.max_batch)
+    p.add_argument("--cost-frames", type=int, default=d.cost_frames, help="last frames a candidate is scored on")
+    p.add_argument("--cost-pool", type=int, default=d.cost_pool, help="latent cells pooled per side before scoring")
     p.add_argument("--seed", type=int, default=d.seed, help="the planner's sampling seed")
     return p
 

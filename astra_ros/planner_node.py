@@ -2,11 +2,11 @@
 
 It serves the action ``~/reach_image`` (astra_msgs/ReachImage). Per goal it loops: take the camera's
 latest frames (``image``), stop when the latest is within the goal's tolerance of the goal image (the
-latent distance `astra_model.planner.latent_mse`), else start the world model from those frames,
-replan (`astra_model.planner.Planner`, warm-started from the last plan) and publish the plan's first
-chunk on the modality's command topic (``cmd_vel``, ``joint_command`` or ``camera_pose_cmd``), one
-command per frame period. Feedback after each replan gives the best plan's predicted cost, the current
-cost, the replans done and the predicted last frame.
+pooled latent distance `astra_model.planner.latent_mse`, as the planner scores), else start the world
+model from those frames, replan (`astra_model.planner.Planner`, warm-started from the last plan) and
+publish the plan's first chunk on the modality's command topic (``cmd_vel``, ``joint_command`` or
+``camera_pose_cmd``), one command per frame period. Feedback after each replan gives the best plan's
+predicted cost, the current cost, the replans done and the predicted last frame.
 
 Pointed at a real robot's topics it drives the robot; beside the world-model node
 (``launch/planner.launch.py``) it drives the model itself, closed entirely inside imagination. The robot
@@ -69,6 +69,8 @@ PLANNER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("elites", _DEFAULTS.elites, "candidates CEM keeps (<= candidates)", int_range=(1, 4096, 0)),
     ParamSpec("frames_per_knot", _DEFAULTS.frames_per_knot, "frames a planned command is held", int_range=(1, 64, 0)),
     ParamSpec("max_batch", _DEFAULTS.max_batch, "candidates rolled out at once (memory)", int_range=(1, 4096, 0)),
+    ParamSpec("cost_frames", _DEFAULTS.cost_frames, "last frames a candidate is scored on", int_range=(1, 64, 0)),
+    ParamSpec("cost_pool", _DEFAULTS.cost_pool, "latent cells pooled per side before scoring", int_range=(1, 16, 0)),
     ParamSpec("time_budget", 0.0, "seconds a replan may take; 0: no limit", float_range=(0.0, 3600.0)),
     ParamSpec("seed", 0, "seed of the planner's sampling", int_range=(0, node_params.MAX_SEED, 0)),
     ParamSpec(
@@ -163,7 +165,17 @@ class PlannerNode(Node):
 
     def _config(self) -> PlannerConfig:
         budget = self._param("time_budget")
-        names = ("method", "horizon_chunks", "candidates", "iterations", "elites", "frames_per_knot", "max_batch")
+        names = (
+            "method",
+            "horizon_chunks",
+            "candidates",
+            "iterations",
+            "elites",
+            "frames_per_knot",
+            "max_batch",
+            "cost_frames",
+            "cost_pool",
+        )
         settings = {name: self._param(name) for name in names}
         return PlannerConfig(**settings, time_budget_s=budget or None, seed=self._param("seed"))
 
@@ -229,7 +241,8 @@ class PlannerNode(Node):
         goal_latents = encode_frame(self.model, goal)
         tolerance = handle.request.tolerance or self._param("tolerance")
         max_steps = handle.request.max_steps or self._param("max_steps")
-        planner = Planner(self.model, self.modality, self.space, self._config())
+        config = self._config()
+        planner = Planner(self.model, self.modality, self.space, config)
         result = ReachImage.Result()
         replans = 0
         while self.context.ok() and not self._stopping.is_set():
@@ -238,7 +251,8 @@ class PlannerNode(Node):
                 result.message = "no camera frames arrive on image"
                 handle.abort()
                 return result
-            result.final_cost = float(latent_mse(encode_frame(self.model, frames[-1]), goal_latents)[0])
+            latest = encode_frame(self.model, frames[-1])
+            result.final_cost = float(latent_mse(latest, goal_latents, config.cost_pool)[0])
             if result.final_cost <= tolerance or result.steps >= max_steps or handle.is_cancel_requested:
                 break
             plan = planner.plan(self.model.start(np.stack(frames)).snapshot(), goal, self._in_force)

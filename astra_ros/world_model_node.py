@@ -506,7 +506,8 @@ class WorldModelNode(Node):
         first_stamp = self.clock.now_ns() + (queued + 1) * self._period_ns()
         settings = self._sampler_settings()
         max_batch = self._param("imagine_max_batch")
-        frames = yield from branch_rollouts(self.model, session.snapshot(), actions, max_batch, settings, last_only)
+        keep_last = 1 if last_only else None
+        frames = yield from branch_rollouts(self.model, session.snapshot(), actions, max_batch, settings, keep_last)
         return frames, current, first_stamp
 
     # -- publishing ----------------------------------------------------------------------------------

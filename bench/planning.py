@@ -83,9 +83,9 @@ def imagination_rates(world: str, candidates: int, max_batch: int) -> dict[str, 
     frames = candidates * model.config.frames_per_chunk
 
     def rate(batch: int, decode: bool) -> float:
-        run_to_end(branch_rollouts(model, state, plans, batch, None, True, decode))  # warm-up
+        run_to_end(branch_rollouts(model, state, plans, batch, None, 1, decode))  # warm-up
         started = time.perf_counter()
-        run_to_end(branch_rollouts(model, state, plans, batch, None, True, decode))
+        run_to_end(branch_rollouts(model, state, plans, batch, None, 1, decode))
         return frames / (time.perf_counter() - started)
 
     rates = {

@@ -10,7 +10,9 @@ from conftest import randomise_action_path, tiny_config
 from scipy.spatial.transform import Rotation
 
 from astra_model import AstraWorldModel
+from astra_model.branches import branch_rollouts
 from astra_model.command_space import absolute, increments, pose_increments
+from astra_model.pieces import run_to_end
 from astra_model.planner import ModelRollouts, Planner, PlannerConfig, encode_frame, latent_mse
 from astra_model.rollout import SessionState
 
@@ -66,6 +68,20 @@ def test_micro_batches_give_the_plan_of_one_batch(model: AstraWorldModel, start:
     np.testing.assert_allclose(plans[0].frames.astype(int), plans[1].frames.astype(int), atol=1)
 
 
+@pytest.mark.parametrize(("decode", "keep"), [(False, 3), (True, 10)])
+def test_branches_keep_their_last_frames_across_chunks(
+    model: AstraWorldModel, start: SessionState, decode, keep
+) -> None:
+    # Two chunks of 8 frames, 2 latent frames each in the tiny model: both counts reach into the first.
+    plans = {"twist": np.random.default_rng(2).uniform(LOW, HIGH, (3, 16, 6)).astype(np.float32)}
+    settings = {"steps": 2}
+    every = run_to_end(branch_rollouts(model, start, plans, 2, settings, None, decode))
+    last = run_to_end(branch_rollouts(model, start, plans, 2, settings, keep, decode))
+    expected = every[:, -keep:] if decode else every[:, :, -keep:]
+    assert tuple(last.shape) == tuple(expected.shape) and last.shape[2 - decode] == keep
+    np.testing.assert_array_equal(np.asarray(last), np.asarray(expected))
+
+
 def test_a_replan_is_deterministic_for_a_seed(model: AstraWorldModel, start: SessionState, goal) -> None:
     def plan(seed: int, planner: Planner | None = None) -> np.ndarray:
         planner = planner or Planner(model, "twist", absolute(LOW, HIGH), settings(seed=seed))
@@ -84,9 +100,12 @@ def test_the_plan_comes_with_its_cost_and_predicted_frames(model: AstraWorldMode
     plan = planner.plan(start, goal)
     assert plan.commands.shape == (16, 6) and plan.frames.shape == (16, SIZE, SIZE, 3) and plan.frames.dtype == np.uint8
     assert (plan.commands >= LOW - 1e-6).all() and (plan.commands <= HIGH + 1e-6).all()
-    # The reported cost is what the model predicts for the returned plan: its last frame's latents.
-    last = ModelRollouts(model, start, "twist", 1, planner._settings()).last_latents(plan.commands[None])
-    assert plan.cost == pytest.approx(float(latent_mse(last, encode_frame(model, goal))[0]), rel=1e-4)
+    # The reported cost is what the model predicts for the returned plan: its last frames' pooled latents.
+    config = planner.config
+    last = ModelRollouts(model, start, "twist", 1, planner._settings()).last_latents(plan.commands[None], 4)
+    assert last.shape[2] == 1 and config.cost_frames == 4, "4 frames: one latent frame in the tiny model"
+    expected = latent_mse(last, encode_frame(model, goal), config.cost_pool)[0]
+    assert plan.cost == pytest.approx(float(expected), rel=1e-4)
     assert plan.candidate_frames_per_second > 0
 
 
@@ -130,6 +149,10 @@ def test_bad_settings_and_goals_are_refused(model: AstraWorldModel, start: Sessi
         PlannerConfig(candidates=4, elites=5)
     with pytest.raises(ValueError, match="frames_per_knot must divide"):
         Planner(model, "twist", absolute(LOW, HIGH), PlannerConfig(frames_per_knot=3))
+    with pytest.raises(ValueError, match=r"cost_frames \(9\) exceeds the horizon's 8 frames"):
+        Planner(model, "twist", absolute(LOW, HIGH), PlannerConfig(cost_frames=9))
+    with pytest.raises(ValueError, match="cost_pool must be"):
+        PlannerConfig(cost_pool=0)
     with pytest.raises(ValueError, match="no 'gripper' modality"):
         Planner(model, "gripper", absolute(LOW, HIGH))
     with pytest.raises(ValueError, match="low <= high"):
