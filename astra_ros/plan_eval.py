@@ -270,6 +270,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-frames", type=int, default=d.cost_frames, help="last frames a candidate is scored on")
     p.add_argument("--cost-pool", type=int, default=d.cost_pool, help="latent cells pooled per side before scoring")
     p.add_argument("--seed", type=int, default=d.seed, help="the planner's sampling seed")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return p
 
 
@@ -277,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.episodes < 1 or args.chunks < 1:
         raise SystemExit("--episodes and --chunks must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = evaluate(args)
     for name in args.controllers:
         r = result[name]

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from scipy.stats import pearsonr, spearmanr
 from tqdm import tqdm
@@ -237,12 +238,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=0.3, help="success: final latent distance at most this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, required=True)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = AstraWorldModel.from_pretrained(args.checkpoint or demo_model_path()).eval()
     args.out.mkdir(parents=True, exist_ok=True)
     result = {world: evaluate_world(model, world, args) for world in args.worlds}

@@ -3,10 +3,13 @@
 1. closed-loop goal reaching in every demo world (`astra_ros.plan_eval`, held-out seeds): the planner
    on the world model beside the same planner on MuJoCo itself (the oracle), random commands and
    holding still; success rates with 95% Wilson intervals, median final error, seconds per replan, and
-   the model planner's success as a fraction of the oracle's;
-2. peak memory of one replan as the candidate count grows (16 to 256, `max_batch` 8), each in a fresh
+   the model planner's success as a fraction of the oracle's. Each world runs in its own process, all at
+   once, with `--threads` torch threads each (the cores are shared, so their seconds per replan are
+   slower than a replan alone; part 2 times that);
+2. one replan at the default budget in each world, alone on the machine, with torch's default threads;
+3. peak memory of one replan as the candidate count grows (16 to 256, `max_batch` 8), each in a fresh
    process so that its peak RSS is its own;
-3. candidate frames imagined per second, side by side: one candidate at a time through `session.step`
+4. candidate frames imagined per second, side by side: one candidate at a time through `session.step`
    (decoded, as `~/imagine` and a user's loop do), one at a time on latents, and the planner's batches of
    `max_batch` on latents.
 
@@ -64,12 +67,23 @@ def replan_peak_rss(world: str, candidates: int) -> dict[str, float]:
 
 
 def one_replan(world: str, candidates: int) -> float:
-    model = AstraWorldModel.from_pretrained(demo_model_path()).eval()
-    state, goal, current = start_state(model, world)
     config = PlannerConfig(candidates=candidates, iterations=1, elites=min(4, candidates))
+    return replan_seconds(AstraWorldModel.from_pretrained(demo_model_path()).eval(), world, config)
+
+
+def replan_seconds(model: AstraWorldModel, world: str, config: PlannerConfig) -> float:
+    state, goal, current = start_state(model, world)
     started = time.perf_counter()
     Planner(model, MODALITY[world], command_space(world), config).plan(state, goal, current)
     return time.perf_counter() - started
+
+
+def default_replans(worlds: list[str], repeats: int = 3) -> dict[str, dict[str, float]]:
+    """Seconds of a replan at the planner's default budget, per world: the median of `repeats`."""
+    model = AstraWorldModel.from_pretrained(demo_model_path()).eval()
+    replan_seconds(model, worlds[0], PlannerConfig(candidates=2, iterations=1, elites=1))  # warm-up
+    times = {world: [replan_seconds(model, world, PlannerConfig()) for _ in range(repeats)] for world in worlds}
+    return {world: {"median_s": float(np.median(t)), "max_s": max(t)} for world, t in times.items()}
 
 
 def imagination_rates(world: str, candidates: int, max_batch: int) -> dict[str, float]:
@@ -100,14 +114,28 @@ def imagination_rates(world: str, candidates: int, max_batch: int) -> dict[str, 
     return rates
 
 
-def closed_loop(world: str, episodes: int, out: Path) -> dict[str, Any]:
-    args = plan_eval.parser().parse_args(
-        ["--world", world, "--episodes", str(episodes), "--out", str(out / world), "--first-seed", "95000"]
-    )
-    result = plan_eval.evaluate(args)
-    oracle = result["oracle"]["success_rate"]
-    result["model_over_oracle_success"] = result["model"]["success_rate"] / oracle if oracle else None
-    return result
+def closed_loops(worlds: list[str], episodes: int, threads: int, out: Path) -> dict[str, Any]:
+    """`python -m astra_ros.plan_eval` for every world, all at once, each in its own process."""
+
+    def flags(world: str) -> list[str]:
+        return ["--out", str(out / world), "--first-seed", "95000", "--threads", str(threads)]
+
+    processes = {
+        world: subprocess.Popen(
+            [sys.executable, "-m", "astra_ros.plan_eval", "--world", world, "--episodes", str(episodes), *flags(world)],
+            cwd=REPO,
+        )
+        for world in worlds
+    }
+    results = {}
+    for world, process in processes.items():
+        if process.wait():
+            raise RuntimeError(f"plan_eval --world {world} exited with {process.returncode}")
+        result = json.loads((out / world / "plan_eval.json").read_text())
+        oracle = result["oracle"]["success_rate"]
+        result["model_over_oracle_success"] = result["model"]["success_rate"] / oracle if oracle else None
+        results[world] = result
+    return results
 
 
 def main() -> None:
@@ -115,6 +143,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=30)
     parser.add_argument("--worlds", nargs="+", choices=DOMAINS, default=list(DOMAINS))
     parser.add_argument("--skip-closed-loop", action="store_true", help="only the memory and speed parts")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each closed-loop process")
     parser.add_argument("--out", type=Path, default=REPO / "bench/results/planning.json")
     args = parser.parse_args()
     result: dict[str, Any] = {
@@ -124,6 +153,9 @@ def main() -> None:
         "load_average_1min_at_start": os.getloadavg()[0],
         "planner_defaults": vars(PlannerConfig()),
     }
+    result["default_replan_alone"] = default_replans(args.worlds)
+    for world, row in result["default_replan_alone"].items():
+        print(f"{world}: a replan at the default budget takes {row['median_s']:.1f} s (max {row['max_s']:.1f})")
     result["imagination_rates"] = {
         world: imagination_rates(world, 16, PlannerConfig().max_batch) for world in args.worlds
     }
@@ -136,7 +168,8 @@ def main() -> None:
         )
     if not args.skip_closed_loop:
         folder = args.out.with_suffix("")
-        result["closed_loop"] = {world: closed_loop(world, args.episodes, folder) for world in args.worlds}
+        result["closed_loop_threads_per_world"] = args.threads
+        result["closed_loop"] = closed_loops(args.worlds, args.episodes, args.threads, folder)
         for world, table in result["closed_loop"].items():
             for name in plan_eval.CONTROLLERS:
                 row = table[name]

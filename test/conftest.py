@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,3 +106,14 @@ def sampled_chunk_commands(config: AstraConfig, modality: str, commands: np.ndar
     clips = LatentClips([VideoEpisode(frames, {modality: commands}, "ep")], vae, config, cache_dir=None)
     batch = clips.sample(1, modality, np.random.default_rng(0))
     return batch.actions[modality][0].numpy(), 1 + 4 * (batch.history.next_index - 1)
+
+
+def wait_for(predicate: Callable[[], Any], what: str = "condition", timeout: float = 60.0) -> Any:
+    """Poll `predicate` until it returns something truthy, and return that; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pytest
 import rclpy
 from astra_msgs.msg import ActionCandidate, ActionSequence, RolloutStatus
 from astra_msgs.srv import Imagine, Reset
+from conftest import wait_for
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, Twist
 from rclpy.context import Context
@@ -46,16 +47,6 @@ WORLDS: dict[str, tuple[str, np.ndarray]] = {
     "camera": ("camera_pose", np.array([0.0, 0.0, 1.2, 0.0, 0.0, 0.0, 1.0], np.float32)),
 }
 MSG_TYPES = {"twist": Twist, "joints": JointState, "camera_pose": PoseStamped}
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def command(modality: str, value: np.ndarray, stamp_ns: int | None = None) -> Any:

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import rclpy
 import torch
 from astra_msgs.msg import ActionCandidate, ActionSequence, RolloutStatus
 from astra_msgs.srv import Imagine, Reset
-from conftest import own_worlds, randomise_action_path
+from conftest import own_worlds, randomise_action_path, wait_for
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, Twist
 from rcl_interfaces.srv import SetParameters
@@ -56,16 +55,6 @@ FAST = {"denoising_steps": 2, "guidance_scale": 0.0, "frame_rate": FPS, "num_thr
 def _domain_id(offset: int) -> int:
     # 101..220: clear of the 1..100 other test modules use, inside Fast DDS's port range.
     return 101 + (os.getpid() + offset) % 120
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = TIMEOUT_S, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
