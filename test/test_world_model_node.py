@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import rclpy
 import torch
+import yaml
 from astra_msgs.msg import ActionCandidate, ActionSequence, RolloutStatus
 from astra_msgs.srv import Imagine, Reset
 from conftest import own_worlds, randomise_action_path, wait_for
@@ -373,6 +374,18 @@ def test_bad_start_up_parameters_stop_the_node_with_a_reason(
             namespace=f"{NAMESPACE}/bad",
             parameter_overrides=overrides(checkpoint, **{name: value}),
         )
+
+
+def test_the_shipped_parameter_file_starts_the_node_with_its_values(ros: Harness, checkpoint: Path) -> None:
+    shipped = yaml.safe_load((REPO / "config/world_model.yaml").read_text())["world_model_node"]["ros__parameters"]
+    values = {name: value for name, value in shipped.items() if name != "checkpoint"}  # keep the test's model
+    node = WorldModelNode(
+        context=ros.context, namespace=f"{NAMESPACE}/shipped", parameter_overrides=overrides(checkpoint, **values)
+    )
+    try:
+        assert {name: node.get_parameter(name).value for name in values} == values
+    finally:
+        node.destroy_node()
 
 
 def test_a_separate_world_is_driven_alone_until_a_reset(ros: Harness, tmp_path: Path) -> None:
