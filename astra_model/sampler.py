@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from .pieces import Pieces, run_to_end
+from .pieces import Pieces
 
 # velocity(x [N, C, F, h, w], timestep [N], action_mask [N] bool or None) -> [N, C, F, h, w]
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -24,18 +24,6 @@ def uses_guidance(guidance_scale: float, has_actions: bool) -> bool:
     return has_actions and guidance_scale not in (0.0, 1.0)
 
 
-def sample_chunk(
-    velocity: VelocityFn,
-    noise: torch.Tensor,
-    steps: int,
-    shift: float,
-    guidance_scale: float,
-    has_actions: bool,
-) -> torch.Tensor:
-    """Denoise `noise` `[B, C, F, h, w]` from sigma 1 to 0 in `steps` Euler steps; returns clean latents."""
-    return run_to_end(denoising(velocity, noise, steps, shift, guidance_scale, has_actions))
-
-
 @torch.no_grad()
 def denoising(
     velocity: VelocityFn,
@@ -45,7 +33,8 @@ def denoising(
     guidance_scale: float,
     has_actions: bool,
 ) -> Pieces[torch.Tensor]:
-    """`sample_chunk` in pieces (`astra_model.pieces`), one Euler step each."""
+    """Denoise `noise` `[B, C, F, h, w]` from sigma 1 to 0 in `steps` Euler steps, in pieces
+    (`astra_model.pieces`), one Euler step each; `run_to_end` returns the clean latents."""
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=shift)
     scheduler.set_timesteps(steps, device=noise.device)
     guided = uses_guidance(guidance_scale, has_actions)

@@ -13,8 +13,9 @@ from astra_model.actions import group_per_latent_frame
 from astra_model.extensions import WorldExtensions
 from astra_model.history import slot_layout
 from astra_model.moae import MixtureOfActionExperts, Routed
+from astra_model.pieces import run_to_end
 from astra_model.rope import grid_positions, moved, rotary_embedding
-from astra_model.sampler import sample_chunk
+from astra_model.sampler import denoising
 from astra_model.spatial import at_tokens, spatial_basis
 from astra_model.training import flow_matching_loss, noise_augment_history, pair_error, shift_sigma
 
@@ -178,7 +179,9 @@ def test_euler_sampler_recovers_the_exact_target():
         sigma = (t / 1000).view(-1, 1, 1, 1, 1)
         return (x - x0) / sigma
 
-    out = sample_chunk(oracle, torch.randn(1, 4, 2, 4, 4), steps=5, shift=3.0, guidance_scale=0.0, has_actions=False)
+    out = run_to_end(
+        denoising(oracle, torch.randn(1, 4, 2, 4, 4), steps=5, shift=3.0, guidance_scale=0.0, has_actions=False)
+    )
     assert torch.allclose(out, x0, atol=1e-5)
 
 
@@ -190,7 +193,7 @@ def test_action_free_guidance_combines_branches():
         calls.append(None if mask is None else mask.tolist())
         return torch.where(mask.view(-1, 1, 1, 1, 1), 1.0, 3.0).expand_as(x).clone()
 
-    out = sample_chunk(velocity, noise, steps=1, shift=1.0, guidance_scale=2.0, has_actions=True)
+    out = run_to_end(denoising(velocity, noise, steps=1, shift=1.0, guidance_scale=2.0, has_actions=True))
     # v = v_free + s (v_act - v_free) = 3 + 2 * (1 - 3) = -1; one Euler step from sigma 1 to 0 gives x = +1.
     assert calls == [[True, False]]
     assert torch.allclose(out, torch.ones_like(out))
