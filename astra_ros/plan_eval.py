@@ -16,8 +16,8 @@ An episode succeeds when the final true state is within `astra_ros.demo_worlds.T
 state; `median_final_error` is the median of the largest error component in tolerances (1 = at the
 tolerance). Per controller the JSON gives the success rate with its 95% Wilson interval, the median
 final error and its components, seconds per replan, candidate frames imagined per second and the
-process's peak RSS; `plan_eval.png` shows the first episode: goal, executed frames, and the model
-planner's predicted frames.
+process's peak RSS, rewritten after every episode; `plan_eval.png` shows the first episode: goal,
+executed frames, and the model planner's predicted frames.
 
     python -m astra_ros.plan_eval --world mobile --episodes 30 --first-seed 95000 --out runs/plan_eval/mobile
 """
@@ -224,7 +224,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     size = model.seed_frame.shape[0] if model.seed_frame is not None else 64
     config = planner_config(args)
     outcomes: dict[str, list[Outcome]] = {name: [] for name in args.controllers}
-    first: tuple[Episode, dict[str, Outcome]] | None = None
+    result: dict[str, Any] = {}
     seeds = range(args.first_seed, args.first_seed + args.episodes)
     for seed in tqdm(seeds, desc=f"{args.world} episodes", unit="episode"):
         # The world (its reset) and the oracle's copy of it are built from the episode's seed.
@@ -234,9 +234,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             played = {c.name: play(env, episode, c, args.chunks) for c in controllers}
         for name, outcome in played.items():
             outcomes[name].append(outcome)
-        first = first or (episode, played)
-    args.out.mkdir(parents=True, exist_ok=True)
-    figure(*first, args.out / "plan_eval.png", model.config.frames_per_chunk)
+        if seed == args.first_seed:
+            args.out.mkdir(parents=True, exist_ok=True)
+            figure(episode, played, args.out / "plan_eval.png", model.config.frames_per_chunk)
+        result = write(args, config, outcomes)  # after every episode: a stopped run keeps what it played
+    return result
+
+
+def write(args: argparse.Namespace, config: PlannerConfig, outcomes: dict[str, list[Outcome]]) -> dict[str, Any]:
     result = {name: summarise(found) for name, found in outcomes.items()}
     result["settings"] = {
         "world": args.world,
