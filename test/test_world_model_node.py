@@ -300,11 +300,9 @@ def test_bad_input_is_refused_and_the_stream_goes_on(ros: Harness) -> None:
     ):
         probe.joints.publish(msg)
         time.sleep(spaced)
-    for encoding in ("mono16", "yuv422"):
-        probe.seed.publish(rgb_image(encoding=encoding))
-        time.sleep(0.05)  # best-effort images: do not outrun the subscriber's queue
-    probe.seed.publish(rgb_image(size=16))  # wrong size
-    time.sleep(spaced)
+    for image in (rgb_image(encoding="mono16"), rgb_image(encoding="yuv422"), rgb_image(size=16)):  # last: size
+        probe.seed.publish(image)
+        time.sleep(0.2)  # best-effort images: do not outrun the subscriber's queue
     for i in range(500):  # a burst: the newest waits, the ones it replaces are counted
         probe.cmd_vel.publish(twist(x=0.001 * i))
     after_bad_input = time.monotonic()
