@@ -107,12 +107,16 @@ class Client(Node):
         with self.lock:
             return self.statuses[-1]
 
-    def call(self, srv_type: type, name: str, request: Any, timeout: float = TIMEOUT_S) -> Any:
+    def call(
+        self, srv_type: type, name: str, request: Any, timeout: float = TIMEOUT_S, sent: threading.Event | None = None
+    ) -> Any:
         client = self.create_client(srv_type, f"/world_model_node/{name}")
         try:
             assert client.wait_for_service(timeout_sec=timeout), f"{name} not offered"
             done = threading.Event()
             future = client.call_async(request)
+            if sent is not None:
+                sent.set()
             future.add_done_callback(lambda _: done.set())
             assert done.wait(timeout), f"{name} did not answer"
             return future.result()
@@ -280,9 +284,11 @@ def test_sigint_during_imagine_answers_the_caller_and_exits_quietly(client: Clie
     drive(client, "mobile")
     request = Imagine.Request(candidates=candidates("twist", WORLDS["mobile"][1], 8, chunks=4))
     answer: list[Imagine.Response] = []
-    caller = threading.Thread(target=lambda: answer.append(client.call(Imagine, "imagine", request)))
+    sent = threading.Event()
+    caller = threading.Thread(target=lambda: answer.append(client.call(Imagine, "imagine", request, sent=sent)))
     caller.start()
-    time.sleep(2.0)
+    assert sent.wait(TIMEOUT_S), "the imagine service was not offered"
+    time.sleep(2.0)  # the call is under way in the node
     interrupted = time.monotonic()
     code, log = node.interrupt()
     caller.join(10)
