@@ -279,6 +279,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def summary_line(name: str, r: dict[str, Any]) -> str:
+    """One controller's row of `plan_eval.json`, as one printed line."""
+    low, high = r["success_ci95"]
+    return (
+        f"{name:7s} success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} [{low:.2f}, {high:.2f}], "
+        f"median error {r['median_final_error']:.2f} tolerances, {r['seconds_per_replan']:.1f} s per replan"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.episodes < 1 or args.chunks < 1:
@@ -287,12 +296,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     result = evaluate(args)
     for name in args.controllers:
-        r = result[name]
-        low, high = r["success_ci95"]
-        print(
-            f"{name:7s} success {r['successes']}/{r['episodes']} = {r['success_rate']:.2f} [{low:.2f}, {high:.2f}], "
-            f"median error {r['median_final_error']:.2f} tolerances, {r['seconds_per_replan']:.1f} s per replan"
-        )
+        print(summary_line(name, result[name]))
     print(f"wrote {args.out / 'plan_eval.json'} and {args.out / 'plan_eval.png'}")
 
 

@@ -172,12 +172,7 @@ def main() -> None:
         result["closed_loop"] = closed_loops(args.worlds, args.episodes, args.threads, folder)
         for world, table in result["closed_loop"].items():
             for name in plan_eval.CONTROLLERS:
-                row = table[name]
-                low, high = row["success_ci95"]
-                print(
-                    f"{world:6s} {name:6s} {row['successes']:2d}/{row['episodes']} [{low:.2f}, {high:.2f}] "
-                    f"error {row['median_final_error']:.2f} tol, {row['seconds_per_replan']:.1f} s/replan"
-                )
+                print(f"{world:6s} {plan_eval.summary_line(name, table[name])}")
     result["load_average_1min_at_end"] = os.getloadavg()[0]
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     args.out.parent.mkdir(parents=True, exist_ok=True)
