@@ -91,7 +91,7 @@ class PlannerConfig:
         method: `"cem"` (the mean and spread of the `elites` best candidates) or `"mppi"` (every
             candidate weighted by `exp(-cost / temperature)`, costs scaled to [0, 1] per iteration).
         horizon_chunks: chunks each candidate is rolled out for.
-        candidates: candidates per iteration (the first is the current mean).
+        candidates: candidates per iteration (the first is the current mean, the second holds still).
         iterations: refinements per replan.
         elites: candidates the CEM update keeps.
         temperature: MPPI's temperature, on costs scaled to [0, 1].
@@ -270,19 +270,28 @@ class Planner:
 
     def _start(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and spread `[knots, P]`: the last plan shifted by one chunk (its last knot repeated), or
-        the command space's rest (zero, clipped into the bounds)."""
+        the command space's rest."""
         std = np.broadcast_to(self.config.init_std * self._width(), (self.knots, self.space.size)).copy()
         if self._previous is None:
-            rest = np.clip(0.0, self.space.low, self.space.high)
-            return np.broadcast_to(rest, std.shape).copy(), std
+            return self._rest(), std
         shift = min(self.knots, self.model.config.frames_per_chunk // self.config.frames_per_knot)
         mean = np.concatenate([self._previous[shift:], np.repeat(self._previous[-1:], shift, axis=0)])
         return mean, std
 
+    def _rest(self) -> np.ndarray:
+        """`[knots, P]` zero parameters clipped into the bounds: holding still in every demo space (a
+        zero twist, no joint or pose increment)."""
+        return np.broadcast_to(np.clip(0.0, self.space.low, self.space.high), (self.knots, self.space.size)).copy()
+
     def _sample(self, mean: np.ndarray, std: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """`[candidates, knots, P]` within the bounds; candidate 0 is the mean itself."""
+        """`[candidates, knots, P]` within the bounds: the mean itself, holding still, then samples.
+
+        Holding still is always on offer because a receding-horizon planner that has reached its goal
+        must be able to choose to stay: sampled candidates around a moving mean rarely stop exactly."""
         noise = rng.standard_normal((self.config.candidates - 1, *mean.shape))
         params = np.concatenate([mean[None], mean + std * noise])
+        if len(params) > 1:
+            params[1] = self._rest()
         return np.clip(params, self.space.low, self.space.high)
 
     def _update(self, params: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -60,6 +60,23 @@ def test_the_planner_finds_a_known_optimum_of_a_synthetic_cost(model: AstraWorld
     assert plan.mean_costs[-1] < plan.mean_costs[0], "the search did not narrow"
 
 
+def test_holding_still_is_always_a_candidate(model: AstraWorldModel, start: SessionState) -> None:
+    # The first replan drives on; then the goal is reached: staying put costs 0, any motion more.
+    # Samples around the warm start rarely stop exactly, yet one iteration must find the zero twist.
+    target = [np.float32([0.8, 0, 0, 0, 0, 1.0])]
+
+    def cost(commands: np.ndarray, latents: torch.Tensor, goal_latents: torch.Tensor) -> np.ndarray:
+        return np.abs(commands - target[0]).sum(axis=(1, 2))
+
+    planner = Planner(model, "twist", absolute(LOW, HIGH), settings(candidates=24, iterations=4), cost_fn=cost)
+    goal = np.zeros((32, 32, 3), np.uint8)
+    assert np.abs(planner.plan(start, goal).commands).max() > 0.5
+    planner.config.iterations, target[0] = 1, np.zeros(6, np.float32)
+    plan = planner.plan(start, goal)
+    assert plan.cost == 0.0
+    np.testing.assert_array_equal(plan.commands, np.zeros((8, 6), np.float32))
+
+
 def test_micro_batches_give_the_plan_of_one_batch(model: AstraWorldModel, start: SessionState, goal) -> None:
     plans = [Planner(model, "twist", absolute(LOW, HIGH), settings(max_batch=b)).plan(start, goal) for b in (3, 12)]
     assert np.abs(plans[0].commands).max() > 0, "costs that tell candidates apart pick one that moves"
