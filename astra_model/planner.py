@@ -14,7 +14,7 @@ a candidate's latent cost and its true final error (position and yaw, in MuJoCo)
 knots per command dimension to search, not eight.
 
 A planner keeps its last plan and starts the next replan from it shifted by one chunk (receding
-horizon); `reset` forgets it. Replan k of a seed draws from `(seed, k)`, so a planner's replans are
+horizon); `reset` forgets it. Every iteration's candidates include that mean and holding still. Replan k of a seed draws from `(seed, k)`, so a planner's replans are
 deterministic for the same seed, states, goals and commands.
 
     planner = Planner(model, "twist", absolute(low, high), PlannerConfig(candidates=32))
