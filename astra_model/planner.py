@@ -14,8 +14,9 @@ a candidate's latent cost and its true final error (position and yaw, in MuJoCo)
 knots per command dimension to search, not eight.
 
 A planner keeps its last plan and starts the next replan from it shifted by one chunk (receding
-horizon); `reset` forgets it. Every iteration's candidates include that mean and holding still. Replan k of a seed draws from `(seed, k)`, so a planner's replans are
-deterministic for the same seed, states, goals and commands.
+horizon); `reset` forgets it. Every iteration's candidates include that mean and holding still. Replan k
+of a seed draws from `(seed, k)`, so a planner's replans are deterministic for the same seed, states,
+goals and commands.
 
     planner = Planner(model, "twist", absolute(low, high), PlannerConfig(candidates=32))
     plan = planner.plan(session.snapshot(), goal_image)
