@@ -300,7 +300,11 @@ def test_bad_input_is_refused_and_the_stream_goes_on(ros: Harness) -> None:
     ):
         probe.joints.publish(msg)
         time.sleep(spaced)
-    for image in (rgb_image(encoding="mono16"), rgb_image(encoding="yuv422"), rgb_image(size=16)):  # last: size
+    for image in (
+        rgb_image(encoding="mono16"),  # unsupported encodings
+        rgb_image(encoding="yuv422"),
+        rgb_image(size=16),  # wrong size
+    ):
         probe.seed.publish(image)
         time.sleep(0.2)  # best-effort images: do not outrun the subscriber's queue
     for i in range(500):  # a burst: the newest waits, the ones it replaces are counted
